@@ -1,0 +1,36 @@
+# Two commands for a fresh machine: `make run` and `make test`. Both build .venv first.
+# On a CPU-only machine this installs the CPU build of torch; for a GPU, install a CUDA build
+# of torch into .venv first (make TORCH=torch ... or pip install it yourself), then make run.
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+BIN     = $(VENV)/bin
+
+.PHONY: run test lint install train evaluate clean
+
+$(BIN)/invoke-shell: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(BIN)/invoke-shell
+
+run: install
+	$(BIN)/invoke-shell
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check invoke_shell tests benchmarks
+
+train: install
+	$(BIN)/python -m invoke_shell.models.tiny_shapes.train
+
+evaluate: install
+	$(BIN)/python -m invoke_shell.models.tiny_shapes.evaluate
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from invoke_shell.cli import main
+
+sys.exit(main())

@@ -1,0 +1,110 @@
+"""txt2img and img2img on one set of components and one scheduler module.
+
+img2img is txt2img started part-way down the schedule: both run diffusers' own pipelines
+(StableDiffusionPipeline and StableDiffusionImg2ImgPipeline.from_pipe over the same modules,
+so the weights are in memory once), with a fresh scheduler per request and a per-step callback.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from invoke_shell import schedulers
+from invoke_shell.errors import Cancelled
+from invoke_shell.request import GenerationRequest
+
+
+@dataclass(frozen=True)
+class StepState:
+    """What the engine reports after each denoising step."""
+
+    step: int  # 0-based index among the steps that run
+    total: int
+    timestep: float
+    latents: torch.Tensor
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    image: Image.Image
+    pixels: np.ndarray  # float32 HxWx3 in [0, 1], before rounding to 8 bits
+    seed: int
+    steps_run: int
+    seconds: float
+    note: str | None = None
+
+
+class Engine:
+    """The resident model: components, device, dtype and the base scheduler config. Nothing
+    about any single request is stored here."""
+
+    def __init__(self, pipe) -> None:
+        from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
+
+        self.txt2img = pipe if type(pipe) is StableDiffusionPipeline else StableDiffusionPipeline.from_pipe(pipe)
+        self._img2img_cls = StableDiffusionImg2ImgPipeline
+        self.base_scheduler_config = dict(pipe.scheduler.config)
+
+    @property
+    def device(self) -> torch.device:
+        return self.txt2img.unet.device
+
+    def generate(
+        self,
+        req: GenerationRequest,
+        seed: int,
+        init_image: Image.Image | None = None,
+        on_step: Callable[[StepState], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GenerationResult:
+        t0 = time.perf_counter()
+        # 1. check
+        if req.init_img and init_image is None:
+            raise ValueError("img2img request without an init image")
+        steps_run = schedulers.steps_run(req.steps, req.strength if init_image is not None else None)
+        if init_image is not None and steps_run == 0:
+            pixels = np.asarray(init_image.convert("RGB"), dtype=np.float32) / 255.0
+            why = "strength 0" if req.strength == 0 else f"{req.steps} x {req.strength} rounds down to 0 steps"
+            return GenerationResult(init_image.convert("RGB"), pixels, seed, 0, time.perf_counter() - t0,
+                                    note=f"{why}: the init image is returned unchanged")
+        # 2. a fresh scheduler and a pipeline view over the shared components
+        scheduler = schedulers.build(req.sampler, self.base_scheduler_config, seed)
+        if init_image is None:
+            pipe = type(self.txt2img).from_pipe(self.txt2img, scheduler=scheduler)
+            inputs = {"height": req.height, "width": req.width}
+        else:
+            pipe = self._img2img_cls.from_pipe(self.txt2img, scheduler=scheduler)
+            inputs = {"image": init_image.convert("RGB"), "strength": req.strength}
+        pipe.set_progress_bar_config(disable=True)
+
+        # 3. denoise, reporting each step; Ctrl-C raises from the callback to stop at once
+        def callback(p, i: int, t, kwargs: dict) -> dict:
+            if on_step is not None:
+                on_step(StepState(i, p.num_timesteps, float(t), kwargs["latents"]))
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(i + 1)
+            return {}
+
+        generator = torch.Generator("cpu").manual_seed(seed)  # CPU noise: same picture on any device
+        out = pipe(
+            prompt=req.positive,
+            negative_prompt=req.negative or None,
+            num_inference_steps=req.steps,
+            guidance_scale=req.cfg_scale,
+            generator=generator,
+            output_type="np",
+            callback_on_step_end=callback,
+            callback_on_step_end_tensor_inputs=["latents"],
+            **inputs,
+        )
+        # 4. return
+        pixels = out.images[0].astype(np.float32)
+        image = Image.fromarray((pixels * 255).round().astype(np.uint8))
+        return GenerationResult(image, pixels, seed, steps_run, time.perf_counter() - t0)

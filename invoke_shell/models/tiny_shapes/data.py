@@ -1,0 +1,144 @@
+"""The tiny-shapes world: palette, caption grammar, drawings and a judge of drawings.
+
+Everything here is pure Pillow/numpy so the training script, the evaluation script and the
+tests share one definition of what "a red circle on a blue background" looks like.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+SIZE = 64
+
+PALETTE: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "green": (30, 170, 60),
+    "blue": (30, 60, 220),
+    "yellow": (240, 220, 40),
+    "orange": (245, 140, 20),
+    "purple": (140, 50, 180),
+    "white": (245, 245, 245),
+    "black": (15, 15, 15),
+}
+COLOURS = tuple(PALETTE)
+SHAPES = ("circle", "square", "triangle")
+GRAMMAR_WORDS = ("a", "on", "background", *COLOURS, *SHAPES)
+
+
+@dataclass(frozen=True)
+class Drawing:
+    shape: str
+    colour: str
+    background: str
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 of the shape, pixels
+
+    @property
+    def caption(self) -> str:
+        return f"a {self.colour} {self.shape} on a {self.background} background"
+
+
+def random_drawing(rng: random.Random) -> Drawing:
+    colour, background = rng.sample(COLOURS, 2)
+    side = rng.randint(18, 44)
+    x0 = rng.randint(2, SIZE - 2 - side)
+    y0 = rng.randint(2, SIZE - 2 - side)
+    return Drawing(rng.choice(SHAPES), colour, background, (x0, y0, x0 + side, y0 + side))
+
+
+def triangle_points(box: tuple[float, float, float, float]) -> list[tuple[float, float]]:
+    x0, y0, x1, y1 = box
+    return [((x0 + x1) / 2, y0), (x1, y1), (x0, y1)]
+
+
+def render(d: Drawing) -> Image.Image:
+    """Draw at 4x and downsample so edges are anti-aliased like a real picture."""
+    k = 4
+    img = Image.new("RGB", (SIZE * k, SIZE * k), PALETTE[d.background])
+    draw = ImageDraw.Draw(img)
+    box = tuple(v * k for v in d.box)
+    fill = PALETTE[d.colour]
+    if d.shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif d.shape == "square":
+        draw.rectangle(box, fill=fill)
+    else:
+        draw.polygon(triangle_points(box), fill=fill)
+    return img.resize((SIZE, SIZE), Image.Resampling.BOX)
+
+
+def caption_variants(d: Drawing, rng: random.Random) -> str:
+    """Mostly the full caption; sometimes a shorter one so short prompts work too."""
+    r = rng.random()
+    if r < 0.08:
+        return f"a {d.colour} {d.shape}"
+    if r < 0.12:
+        return f"a {d.shape} on a {d.background} background"
+    return d.caption
+
+
+# ---------------------------------------------------------------- judging a picture
+
+
+def nearest_palette(pixels: np.ndarray) -> np.ndarray:
+    """Index into COLOURS of the nearest palette colour for each pixel (..., 3) uint8."""
+    ref = np.array([PALETTE[c] for c in COLOURS], dtype=np.float32)
+    d = ((pixels[..., None, :].astype(np.float32) - ref) ** 2).sum(-1)
+    return d.argmin(-1)
+
+
+def _template(shape: str, box: tuple[float, float, float, float]) -> np.ndarray:
+    img = Image.new("L", (SIZE * 4, SIZE * 4), 0)
+    draw = ImageDraw.Draw(img)
+    b = tuple(v * 4 for v in box)
+    if shape == "circle":
+        draw.ellipse(b, fill=255)
+    elif shape == "square":
+        draw.rectangle(b, fill=255)
+    else:
+        draw.polygon(triangle_points(b), fill=255)
+    return np.asarray(img.resize((SIZE, SIZE), Image.Resampling.BOX)) >= 128
+
+
+@dataclass(frozen=True)
+class Judgement:
+    background: str
+    colour: str | None
+    shape: str | None
+
+
+def judge(image: Image.Image) -> Judgement:
+    """Read back background colour, shape colour and shape from a 64x64 picture.
+
+    Background: the most common nearest-palette colour of the border pixels.
+    Colour: the most common nearest-palette colour among the other pixels.
+    Shape: the template (circle, square, upright triangle) drawn in the mask's bounding box
+    that overlaps the mask best (intersection over union). Unlike a bounding-box fill ratio
+    this still calls a square with rounded corners a square.
+    """
+    px = np.asarray(image.convert("RGB").resize((SIZE, SIZE)))
+    idx = nearest_palette(px)
+    border = np.concatenate([idx[0], idx[-1], idx[:, 0], idx[:, -1]])
+    bg = int(np.bincount(border, minlength=len(COLOURS)).argmax())
+    inner = idx != bg
+    if inner.sum() < 12:
+        return Judgement(COLOURS[bg], None, None)
+    colour = int(np.bincount(idx[inner], minlength=len(COLOURS)).argmax())
+    mask = idx == colour
+    ys, xs = np.nonzero(mask)
+    box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+    scores = {}
+    for shape in SHAPES:
+        t = _template(shape, box)
+        scores[shape] = (t & mask).sum() / max((t | mask).sum(), 1)
+    return Judgement(COLOURS[bg], COLOURS[colour], max(scores, key=scores.get))
+
+
+def palette_distance(a: Image.Image, b: Image.Image) -> float:
+    """Mean absolute pixel difference (0-255) between two pictures."""
+    x = np.asarray(a.convert("RGB"), dtype=np.float32)
+    y = np.asarray(b.convert("RGB").resize(a.size), dtype=np.float32)
+    return float(np.abs(x - y).mean())

@@ -1,0 +1,160 @@
+"""Pure parsing: a typed line in, a GenerationRequest or ShellCommand out, and back again.
+
+    "a red circle [blurry]" -s10 -S 42 -W64 -H 64 --cfg_scale=7.5 -A k_lms
+
+The prompt comes first, quoted or bare; switches follow, each in short form (value glued or
+separate) or long form (`--name value` or `--name=value`). Everything is checked against the
+switch table in params.py; a mistake raises UsageError naming the switch and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+from invoke_shell.errors import UsageError, did_you_mean
+from invoke_shell.params import BY_LONG, BY_SHORT, SWITCHES, Switch
+from invoke_shell.request import GenerationRequest, ShellCommand
+
+_SWITCH_START = re.compile(r"(?:^|\s)(--?[A-Za-z])")
+
+
+def parse_line(line: str, defaults: Mapping[str, Any]) -> GenerationRequest | ShellCommand | None:
+    """Parse one line. `defaults` fills what the line leaves out (the model's entry)."""
+    line = line.strip()
+    if not line or line.startswith("#"):
+        return None
+    if line.startswith("!"):
+        name, _, args = line[1:].partition(" ")
+        return ShellCommand(name.strip(), args.strip())
+    prompt, rest = _split_prompt(line)
+    values = _parse_switches(rest)
+    if not prompt.strip():
+        raise UsageError("the line has no prompt", 'type the prompt first, e.g. "a red circle" -s 25')
+    if prompt.count("[") != prompt.count("]"):
+        raise UsageError("unbalanced [ ] in the prompt", "close the negative prompt: a cat [blurry]")
+    fields = {s.name: s.default for s in SWITCHES}
+    fields.update({k: v for k, v in defaults.items() if k in fields})
+    fields.update(values)
+    for dim in ("width", "height"):
+        if fields[dim] % 8:
+            s = fields[dim]
+            raise UsageError(f"--{dim} must be a multiple of 8, got {s}",
+                             f"use {s - s % 8} or {s - s % 8 + 8}")
+    return GenerationRequest(prompt=" ".join(prompt.split()), **fields)
+
+
+def _split_prompt(line: str) -> tuple[str, str]:
+    if line[0] in "\"'":
+        end = line.find(line[0], 1)
+        if end < 0:
+            raise UsageError(f"unbalanced quote {line[0]} in the prompt",
+                             f"close the prompt with {line[0]}, e.g. \"a red circle\" -s 25")
+        return line[1:end], line[end + 1 :]
+    m = _SWITCH_START.search(line)
+    if not m:
+        return line, ""
+    return line[: m.start(1)], line[m.start(1) :]
+
+
+def _parse_switches(text: str) -> dict[str, Any]:
+    try:
+        tokens = shlex.split(text)
+    except ValueError:
+        raise UsageError("unbalanced quote among the switches",
+                         "quote a path with spaces on both sides: -I \"my drawings/fire.png\"") from None
+    values: dict[str, Any] = {}
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        i += 1
+        sw, glued = _lookup(tok)
+        if glued is None:
+            if i >= len(tokens):
+                raise UsageError(f"{_show(sw)} needs a value", f"e.g. {_example(sw)}")
+            glued = tokens[i]
+            i += 1
+        values[sw.name] = convert(sw, glued)
+    return values
+
+
+def _lookup(tok: str) -> tuple[Switch, str | None]:
+    if tok.startswith("--"):
+        name, eq, value = tok[2:].partition("=")
+        sw = BY_LONG.get(name)
+        if sw is None:
+            guess = did_you_mean(name, BY_LONG)
+            raise UsageError(f"unknown switch --{name}",
+                             f"did you mean --{guess}?" if guess else "type !help for the list of switches")
+        return sw, value if eq else None
+    if tok.startswith("-") and len(tok) >= 2 and tok[1].isalpha():
+        sw = BY_SHORT.get(tok[1])
+        if sw is None:
+            other = BY_SHORT.get(tok[1].swapcase())
+            hint = f"switches are case-sensitive: did you mean -{other.short} ({other.help})?" if other else \
+                "type !help for the list of switches"
+            raise UsageError(f"unknown switch -{tok[1]}", hint)
+        return sw, tok[2:] or None
+    raise UsageError(f"unexpected {tok!r} after the switches",
+                     "put the whole prompt first, in quotes if it contains a dash: \"a -x b\" -s 10")
+
+
+def convert(sw: Switch, raw: str) -> Any:
+    """Turn one switch's text into its typed, range-checked value."""
+    if sw.kind is int:
+        try:
+            value: Any = int(raw)
+        except ValueError:
+            raise UsageError(f"{_show(sw)} expects a whole number, got {raw!r}", f"e.g. {_example(sw)}") from None
+    elif sw.kind is float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise UsageError(f"{_show(sw)} expects a number, got {raw!r}", f"e.g. {_example(sw)}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise UsageError(f"{_show(sw)} expects a finite number, got {raw!r}", f"e.g. {_example(sw)}")
+    else:
+        value = raw
+    if sw.choices and value not in sw.choices:
+        guess = did_you_mean(value, sw.choices)
+        raise UsageError(f"unknown {sw.name} {value!r} for {_show(sw)}",
+                         (f"did you mean {guess}? " if guess else "") + "choose one of " + ", ".join(sw.choices))
+    if sw.low is not None and value < sw.low or sw.high is not None and value > sw.high:
+        raise UsageError(f"{_show(sw)} must be {sw.describe_range()}, got {raw}", f"e.g. {_example(sw)}")
+    return value
+
+
+def _show(sw: Switch) -> str:
+    return f"-{sw.short}/--{sw.name}" if sw.short else f"--{sw.name}"
+
+
+_EXAMPLES = {"steps": "25", "seed": "42", "width": "512", "height": "512", "cfg_scale": "7.5",
+             "sampler": "k_lms", "init_img": "drawing.png", "strength": "0.75", "iterations": "4",
+             "outdir": "outputs/tries"}
+
+
+def _example(sw: Switch) -> str:
+    flag = f"-{sw.short}" if sw.short else f"--{sw.name}"
+    return f"{flag} {_EXAMPLES.get(sw.name, '1')}"
+
+
+# ---------------------------------------------------------------- writing the command back
+
+
+def format_request(req: GenerationRequest) -> str:
+    """The command that reproduces `req`, in InvokeAI 2.x's Dream shape:
+    "prompt" -s 10 -S 42 -W 64 -H 64 -C 7.5 -A k_lms [-I path -f 0.75]"""
+    q = "'" if '"' in req.prompt and "'" not in req.prompt else '"'
+    parts = [q + req.prompt.replace(q, "'") + q]
+    for sw in SWITCHES:
+        value = getattr(req, sw.name)
+        if not sw.in_command or value is None:
+            continue
+        if sw.name == "strength" and not req.init_img:
+            continue
+        flag = f"-{sw.short}" if sw.short else f"--{sw.name}"
+        text = repr(value) if isinstance(value, float) else str(value)
+        parts.append(f"{flag} {shlex.quote(text) if sw.kind is str else text}")
+    return " ".join(parts)

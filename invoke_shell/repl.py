@@ -1,0 +1,128 @@
+"""The thin shell: read a line, parse it, dispatch it, show what happened.
+
+Imports no torch: the worker thread owns the model. Reads from a prompt_toolkit session in a
+terminal, or line by line from standard input when that is a pipe or a file.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from invoke_shell.commands import run_command
+from invoke_shell.errors import UsageError
+from invoke_shell.inputs import check_init_path
+from invoke_shell.models.registry import ModelEntry, Registry
+from invoke_shell.parsing import parse_line
+from invoke_shell.request import ShellCommand
+from invoke_shell.worker import Job, Worker
+
+QUIT = {"q", "quit", "exit"}
+
+
+class Shell:
+    def __init__(self, registry: Registry, entry: ModelEntry, worker: Worker,
+                 printer: Callable[[str], None] = print, raise_errors: bool = False) -> None:
+        self.registry = registry
+        self.model_entry = entry
+        self.worker = worker
+        self.print = printer
+        self.raise_errors = raise_errors  # tests see bugs as exceptions; users see a short report
+
+    def handle(self, line: str) -> bool:
+        """Run one line; False when the user asked to leave."""
+        if line.strip() in QUIT:
+            return False
+        try:
+            parsed = parse_line(line, self.model_entry.defaults)
+            if parsed is None:
+                return True
+            if isinstance(parsed, ShellCommand):
+                run_command(self, parsed.name, parsed.args)
+                return True
+            if parsed.init_img:
+                check_init_path(parsed.init_img)
+            self.wait(self.worker.submit(Job(parsed)))
+        except UsageError as e:
+            self.print(e.show())
+        except Exception as e:
+            if self.raise_errors:
+                raise
+            self.report_bug(e)
+        return True
+
+    def switch_model(self, entry: ModelEntry) -> None:
+        job = self.wait(self.worker.submit(Job(None, model=entry.name)))
+        if job.error is None:
+            self.model_entry = entry
+
+    def wait(self, job: Job) -> Job:
+        """Block until the job is done; Ctrl-C cancels it within one step."""
+        if not self.worker.ready.is_set() and job.request is not None:
+            self.print(">> waiting for the model to finish loading...")
+        while True:
+            try:
+                while not job.done.wait(0.05):
+                    pass
+                break
+            except KeyboardInterrupt:
+                job.cancel.set()
+                self.print(">> cancelling...")
+        if job.error is not None:
+            self._show_job_error(job.error)
+        return job
+
+    def _show_job_error(self, e: BaseException) -> None:
+        from invoke_shell.errors import Cancelled
+
+        if isinstance(e, Cancelled):
+            self.print(f">> generation cancelled at step {e.step}; the model is still loaded")
+        elif isinstance(e, UsageError):
+            self.print(e.show())
+        elif self.raise_errors:
+            raise e
+        else:
+            self.report_bug(e)
+
+    def report_bug(self, e: BaseException) -> None:
+        from invoke_shell.logs import log
+
+        log.error("unexpected error\n%s", "".join(traceback.format_exception(e)))
+        last = traceback.extract_tb(e.__traceback__)[-1:] if e.__traceback__ else []
+        where = f" ({Path(last[0].filename).name}:{last[0].lineno})" if last else ""
+        self.print(f"error: unexpected {type(e).__name__}: {e}{where}\n"
+                   "  the shell is still running; the full traceback is in the log file")
+
+    # ---- the loops
+
+    def run_lines(self, lines: Iterable[str], echo: bool = True) -> None:
+        for line in lines:
+            line = line.rstrip("\n")
+            if echo:
+                self.print(f"invoke> {line}")
+            if not self.handle(line):
+                return
+
+    def run_interactive(self, history_file: Path | None) -> None:
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.history import FileHistory, InMemoryHistory
+        from prompt_toolkit.patch_stdout import patch_stdout
+
+        history = FileHistory(str(history_file)) if history_file else InMemoryHistory()
+        session: PromptSession[str] = PromptSession(history=history)
+        with patch_stdout(raw=True):
+            while True:
+                try:
+                    line = session.prompt("invoke> ")
+                except KeyboardInterrupt:
+                    continue  # Ctrl-C at the prompt clears the line
+                except EOFError:
+                    break
+                if not self.handle(line):
+                    break
+
+
+def stdin_is_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()

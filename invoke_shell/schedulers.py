@@ -1,0 +1,97 @@
+"""The one scheduler registry: sampler names to diffusers schedulers, and the schedule plan.
+
+A fresh scheduler is built for every request from the model's saved base config, never from
+the previous request's object, so options such as Karras sigmas cannot leak between lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from invoke_shell.errors import UsageError, did_you_mean
+from invoke_shell.params import SAMPLER_NAMES
+
+
+@dataclass(frozen=True)
+class Sampler:
+    name: str
+    cls: str  # diffusers class name
+    a1111: str  # AUTOMATIC1111's name, written into the `parameters` chunk
+    options: Mapping[str, Any]
+
+
+SAMPLERS: dict[str, Sampler] = {
+    s.name: s
+    for s in (
+        Sampler("k_lms", "LMSDiscreteScheduler", "LMS", {}),
+        Sampler("k_euler", "EulerDiscreteScheduler", "Euler", {}),
+        Sampler("k_euler_a", "EulerAncestralDiscreteScheduler", "Euler a", {}),
+        Sampler("k_heun", "HeunDiscreteScheduler", "Heun", {}),
+        Sampler("k_dpm_2", "KDPM2DiscreteScheduler", "DPM2", {}),
+        Sampler("k_dpm_2_a", "KDPM2AncestralDiscreteScheduler", "DPM2 a", {}),
+        Sampler("ddim", "DDIMScheduler", "DDIM", {}),
+        Sampler("plms", "PNDMScheduler", "PLMS", {"skip_prk_steps": True}),
+        Sampler("dpmpp_2m", "DPMSolverMultistepScheduler", "DPM++ 2M", {"algorithm_type": "dpmsolver++"}),
+        Sampler("dpmpp_2m_karras", "DPMSolverMultistepScheduler", "DPM++ 2M Karras",
+                {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True}),
+        Sampler("dpmpp_sde", "DPMSolverSDEScheduler", "DPM++ SDE", {}),
+        Sampler("unipc", "UniPCMultistepScheduler", "UniPC", {}),
+    )
+}
+assert tuple(SAMPLERS) == SAMPLER_NAMES  # the switch table and the registry name the same set
+
+A1111_TO_SAMPLER = {s.a1111: s.name for s in SAMPLERS.values()}
+
+
+def lookup(name: str) -> Sampler:
+    try:
+        return SAMPLERS[name]
+    except KeyError:
+        guess = did_you_mean(name, SAMPLERS)
+        raise UsageError(f"unknown sampler {name!r}",
+                         (f"did you mean {guess}? " if guess else "") + "choose one of " + ", ".join(SAMPLERS)) from None
+
+
+def build(name: str, base_config: Mapping[str, Any], seed: int | None = None):
+    """A new scheduler for one request. `seed` seeds samplers with their own noise source."""
+    import diffusers
+
+    s = lookup(name)
+    cls = getattr(diffusers, s.cls)
+    options = dict(s.options)
+    if s.cls == "DPMSolverSDEScheduler" and seed is not None:
+        options["noise_sampler_seed"] = seed  # its Brownian tree is otherwise seeded at random
+    return cls.from_config(dict(base_config), **options)
+
+
+def steps_run(steps: int, strength: float | None) -> int:
+    """How many denoising steps actually run: all for txt2img, int(steps x strength) for img2img
+    (diffusers' rule: the tail of the schedule, never more than `steps`)."""
+    if strength is None:
+        return steps
+    return min(int(steps * strength), steps)
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    index: int  # position in the full schedule
+    timestep: float
+    sigma: float | None
+    runs: bool  # False: skipped because img2img starts later
+
+
+def plan(name: str, base_config: Mapping[str, Any], steps: int, strength: float | None = None) -> list[PlannedStep]:
+    """Every entry of the schedule for these settings and whether it runs: what the engines do."""
+    import torch
+
+    sched = build(name, base_config, seed=0)
+    sched.set_timesteps(steps, device="cpu")
+    timesteps = sched.timesteps
+    start = (steps - steps_run(steps, strength)) * sched.order
+    sigmas = getattr(sched, "sigmas", None)
+    if sigmas is None or len(sigmas) < len(timesteps):
+        acp = sched.alphas_cumprod
+        sigmas = torch.stack([((1 - acp[int(t)]) / acp[int(t)]) ** 0.5 for t in timesteps])
+    return [PlannedStep(i, float(t), float(sigmas[i]), i >= start) for i, t in enumerate(timesteps)]

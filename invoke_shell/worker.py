@@ -1,0 +1,139 @@
+"""One worker thread owns the model: it loads it at launch and runs one request at a time.
+
+The shell (which imports no torch) submits Jobs and waits on them; Ctrl-C sets a job's cancel
+event, and the engine stops within one step. Seeds are resolved here, at run time, so -S-1
+always means the image made just before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import secrets
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from invoke_shell.errors import Cancelled, UsageError
+from invoke_shell.request import GenerationRequest
+
+
+@dataclass
+class Job:
+    request: GenerationRequest | None  # None: a model switch
+    model: str | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    outputs: list[Path] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class Made:
+    """One image made this session: what `-S-N` and history look back on."""
+
+    request: GenerationRequest  # resolved: concrete seed, one iteration
+    path: Path
+    steps_run: int
+    seconds: float
+
+
+class Worker(threading.Thread):
+    def __init__(self, load_model: Callable[[str | None], object], printer: Callable[[str], None],
+                 outdir: Path, model_name: str | None) -> None:
+        super().__init__(name="invoke-worker", daemon=True)
+        self.jobs: queue.Queue[Job | None] = queue.Queue()
+        self.ready = threading.Event()
+        self.load_model = load_model
+        self.print = printer
+        self.outdir = outdir
+        self.model_name = model_name
+        self.engine = None
+        self.model_info = None
+        self.load_error: BaseException | None = None
+        self.made: list[Made] = []
+        self.current: Job | None = None
+
+    # ---- called from the shell thread
+
+    def submit(self, job: Job) -> Job:
+        self.jobs.put(job)
+        return job
+
+    def stop(self) -> None:
+        self.jobs.put(None)
+
+    # ---- the thread
+
+    def run(self) -> None:
+        self._load(self.model_name)
+        while (job := self.jobs.get()) is not None:
+            self.current = job
+            try:
+                if job.request is None:
+                    self._load(job.model)
+                    if self.load_error:
+                        job.error = self.load_error
+                elif self.engine is None:
+                    job.error = UsageError(f"no model is loaded ({self.load_error})",
+                                           "fix models.yaml, or load another model with !switch NAME")
+                else:
+                    self._run(job)
+            except BaseException as e:  # reported to the shell, which decides how to show it
+                job.error = e
+            finally:
+                self.current = None
+                job.done.set()
+
+    def _load(self, name: str | None) -> None:
+        self.ready.clear()
+        t0 = time.perf_counter()
+        try:
+            engine, info = self.load_model(name)
+        except BaseException as e:
+            self.load_error = e
+            msg = e.show() if isinstance(e, UsageError) else f"error: the model could not be loaded: {e}"
+            self.print(msg)
+            if not isinstance(e, UsageError):
+                from invoke_shell.logs import log
+
+                log.error("model load failed\n%s", traceback.format_exc())
+        else:
+            self.engine, self.model_info, self.load_error = engine, info, None
+            self.model_name = info.name
+            self.print(f">> model {info.name} loaded on {engine.device} in {time.perf_counter() - t0:.1f} s")
+        finally:
+            self.ready.set()
+
+    def resolve_seed(self, seed: int | None) -> int:
+        if seed is None:
+            return secrets.randbelow(2**32)
+        if seed >= 0:
+            return seed
+        if -seed > len(self.made):
+            have = len(self.made)
+            raise UsageError(f"-S {seed} looks back {-seed} image(s), but this session has made {have}",
+                             "use -S-1 for the previous image's seed, or give a seed number")
+        return self.made[seed].request.seed  # type: ignore[return-value]
+
+    def _run(self, job: Job) -> None:
+        from invoke_shell.jobs import run_request
+
+        run_request(self, job)
+
+
+def model_hash(path: Path) -> str:
+    """AUTOMATIC1111-style short hash: sha256 of the weights file (the UNet's for a folder)."""
+    if path.is_dir():
+        files = sorted((path / "unet").glob("*.safetensors")) or sorted(path.rglob("*.safetensors"))
+        if not files:
+            return "unknown"
+        path = files[0]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:10]
