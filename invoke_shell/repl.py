@@ -105,13 +105,14 @@ class Shell:
             if not self.handle(line):
                 return
 
-    def run_interactive(self, history_file: Path | None) -> None:
+    def run_interactive(self, history_file: Path | None, **session_options) -> None:
+        """The prompt loop. `session_options` (input=, output=) let tests drive a real session."""
         from prompt_toolkit import PromptSession
         from prompt_toolkit.history import FileHistory, InMemoryHistory
         from prompt_toolkit.patch_stdout import patch_stdout
 
         history = FileHistory(str(history_file)) if history_file else InMemoryHistory()
-        session: PromptSession[str] = PromptSession(history=history)
+        session: PromptSession[str] = PromptSession(history=history, **session_options)
         with patch_stdout(raw=True):
             while True:
                 try:

@@ -1,0 +1,101 @@
+"""Engine tests on the small random-weights pipeline, on the CPU, with fixed seeds."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from invoke_shell import schedulers
+from invoke_shell.errors import Cancelled
+from invoke_shell.request import GenerationRequest
+
+
+def req(**kw) -> GenerationRequest:
+    base = dict(prompt="a red circle [blurry]", steps=6, cfg_scale=7.5, sampler="k_lms", width=64, height=64)
+    base.update(kw)
+    return GenerationRequest(**base)
+
+
+@pytest.fixture(scope="module")
+def init_image() -> Image.Image:
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("sampler", ["k_lms", "ddim", "k_euler_a", "dpmpp_2m_karras"])
+def test_txt2img_equals_diffusers_pipeline(engine, tiny_pipe, sampler):
+    from diffusers import StableDiffusionPipeline
+
+    ours = engine.generate(req(sampler=sampler), seed=42)
+    ref_pipe = StableDiffusionPipeline.from_pipe(
+        tiny_pipe, scheduler=schedulers.build(sampler, engine.base_scheduler_config, 42))
+    ref = ref_pipe("a red circle", negative_prompt="blurry", num_inference_steps=6, guidance_scale=7.5,
+                   height=64, width=64, generator=torch.Generator().manual_seed(42), output_type="np").images[0]
+    assert np.abs(ours.pixels - ref).max() <= 1e-4
+
+
+def test_img2img_equals_diffusers_pipeline(engine, tiny_pipe, init_image):
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    ours = engine.generate(req(init_img="x.png", strength=0.7, steps=10), seed=7, init_image=init_image)
+    ref_pipe = StableDiffusionImg2ImgPipeline.from_pipe(
+        tiny_pipe, scheduler=schedulers.build("k_lms", engine.base_scheduler_config, 7))
+    ref = ref_pipe("a red circle", negative_prompt="blurry", image=init_image, strength=0.7, num_inference_steps=10,
+                   guidance_scale=7.5, generator=torch.Generator().manual_seed(7), output_type="np").images[0]
+    assert np.abs(ours.pixels - ref).max() <= 1e-4
+
+
+def test_same_command_and_seed_same_pixels(engine):
+    a = engine.generate(req(), seed=1234)
+    b = engine.generate(req(), seed=1234)
+    c = engine.generate(req(), seed=1235)
+    assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    assert not np.array_equal(np.asarray(a.image), np.asarray(c.image))
+
+
+@pytest.mark.parametrize("steps, strength, expected", [(10, 0.7, 7), (10, 0.4, 4), (50, 0.8, 40), (10, 1.0, 10)])
+def test_img2img_runs_int_steps_times_strength(engine, init_image, steps, strength, expected):
+    seen = []
+    result = engine.generate(req(init_img="x.png", steps=steps, strength=strength), seed=3, init_image=init_image,
+                             on_step=seen.append)
+    assert result.steps_run == expected
+    assert len(seen) == expected
+    assert [s.step for s in seen] == list(range(expected))
+    assert all(s.total == expected for s in seen)
+
+
+@pytest.mark.parametrize("steps, strength", [(10, 0.0), (10, 0.05)])
+def test_zero_steps_returns_the_init_image_unchanged(engine, init_image, steps, strength):
+    result = engine.generate(req(init_img="x.png", steps=steps, strength=strength), seed=3, init_image=init_image)
+    assert result.steps_run == 0
+    assert np.array_equal(np.asarray(result.image), np.asarray(init_image))
+    assert "unchanged" in result.note
+
+
+def test_strength_one_still_starts_from_the_init_image(engine, init_image):
+    """At strength 1.0 the init image is noised at the top of the schedule, not discarded."""
+    other = Image.fromarray(255 - np.asarray(init_image))
+    a = engine.generate(req(init_img="x.png", strength=1.0), seed=5, init_image=init_image)
+    b = engine.generate(req(init_img="x.png", strength=1.0), seed=5, init_image=other)
+    assert a.steps_run == 6
+    assert not np.array_equal(a.pixels, b.pixels)
+
+
+def test_cancel_stops_within_one_step(engine):
+    cancel = threading.Event()
+    seen = []
+
+    def on_step(state):
+        seen.append(state.step)
+        if state.step == 2:
+            cancel.set()
+
+    with pytest.raises(Cancelled) as err:
+        engine.generate(req(steps=20), seed=1, on_step=on_step, cancel=cancel)
+    assert seen == [0, 1, 2]
+    assert err.value.step == 3
+    assert engine.generate(req(), seed=1).steps_run == 6  # the engine still works afterwards

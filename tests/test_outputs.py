@@ -1,0 +1,65 @@
+"""File names, never overwriting, and the three metadata chunks."""
+
+from __future__ import annotations
+
+import json
+
+from PIL import Image
+
+from invoke_shell import metadata, outputs
+from invoke_shell.parsing import parse_line
+from invoke_shell.request import GenerationRequest
+
+from conftest import DEFAULTS
+
+MODEL = metadata.ModelInfo("tiny-random", "/models/tiny", "0123456789")
+
+
+def test_numbering_continues_and_never_overwrites(tmp_path):
+    img = Image.new("RGB", (8, 8), (255, 0, 0))
+    a = outputs.write_png(tmp_path, 42, img, {})
+    b = outputs.write_png(tmp_path, 42, img, {})
+    assert (a.name, b.name) == ("000001.42.png", "000002.42.png")
+    # a file from an earlier session, with a gap: numbering continues after the highest
+    (tmp_path / "img-samples" / "000007.5.png").write_bytes(b"keep me")
+    c = outputs.write_png(tmp_path, 9, img, {})
+    assert c.name == "000008.9.png"
+    assert (tmp_path / "img-samples" / "000007.5.png").read_bytes() == b"keep me"
+
+
+def test_three_chunks_round_trip(tmp_path):
+    req = GenerationRequest("a red circle [blurry]", 10, 7.5, "dpmpp_2m_karras", 64, 64, seed=42,
+                            init_img="in.png", strength=0.7)
+    path = outputs.write_png(tmp_path, 42, Image.new("RGB", (64, 64)), metadata.png_chunks(req, MODEL, 7))
+    text = Image.open(path).text
+    assert text["Dream"] == '"a red circle [blurry]" -s 10 -S 42 -W 64 -H 64 -C 7.5 -A dpmpp_2m_karras -I in.png -f 0.7'
+    assert parse_line(text["Dream"], DEFAULTS) == req
+
+    meta = json.loads(text["sd-metadata"])
+    assert meta["model_weights"] == "tiny-random" and meta["model_hash"] == "0123456789"
+    assert meta["app_id"] == "invoke-shell" and meta["model_path"] == "/models/tiny"
+    image = meta["image"]
+    assert image["prompt"] == [{"prompt": "a red circle [blurry]", "weight": 1.0}]
+    assert (image["steps"], image["cfg_scale"], image["seed"], image["sampler"]) == (10, 7.5, 42, "dpmpp_2m_karras")
+    assert (image["width"], image["height"], image["type"], image["strength"]) == (64, 64, "img2img", 0.7)
+    assert image["init_image_path"] == "in.png" and image["variations"] == [] and image["steps_run"] == 7
+
+    assert text["parameters"] == (
+        "a red circle\nNegative prompt: blurry\n"
+        "Steps: 10, Sampler: DPM++ 2M Karras, CFG scale: 7.5, Seed: 42, Size: 64x64, "
+        "Model hash: 0123456789, Model: tiny-random, Denoising strength: 0.7")
+
+
+def test_txt2img_parameters_have_no_strength_and_no_negative_line():
+    req = GenerationRequest("a cat", 25, 3.0, "k_euler_a", 64, 64, seed=1)
+    assert metadata.a1111_parameters(req, MODEL) == (
+        "a cat\nSteps: 25, Sampler: Euler a, CFG scale: 3, Seed: 1, Size: 64x64, Model hash: 0123456789, Model: tiny-random")
+    assert metadata.sd_metadata(req, MODEL, 25)["image"]["type"] == "txt2img"
+
+
+def test_command_log_lists_each_file(tmp_path):
+    (tmp_path / "img-samples").mkdir()
+    outputs.append_log(tmp_path, '"a" -s 1', tmp_path / "img-samples" / "000001.1.png")
+    outputs.append_log(tmp_path, '"b" -s 2', tmp_path / "img-samples" / "000002.2.png")
+    lines = (tmp_path / "img-samples" / "invoke_log.md").read_text().splitlines()
+    assert len(lines) == 2 and "`000002.2.png`: `\"b\" -s 2`" in lines[1]

@@ -1,0 +1,136 @@
+"""The shell end to end: a real worker and model, a real PromptSession, the console script."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def test_lines_make_files_and_recall_seeds(make_shell, tmp_path):
+    shell = make_shell()
+    shell.handle("a red circle -s 4 -S 42")
+    shell.handle("a blue square -S 7")
+    shell.handle("again -S-2 -A ddim")
+    shell.handle("and again -S -2")
+    files = sorted((tmp_path / "out" / "img-samples").glob("*.png"))
+    assert [f.name for f in files] == ["000001.42.png", "000002.7.png", "000003.42.png", "000004.7.png"]
+    assert Image.open(files[2]).text["Dream"] == '"again" -s 6 -S 42 -W 64 -H 64 -C 7.5 -A ddim'
+
+
+def test_bad_lines_keep_the_shell_and_model(make_shell, tmp_path):
+    shell = make_shell()
+    shell.handle("first -S 1")
+    (tmp_path / "notes.txt").write_text("not an image")
+    for bad, expected in [
+        ("x --strenght 0.3", "did you mean --strength?"),
+        ("x -I missing.png", "init image missing.png does not exist"),
+        (f"x -I {tmp_path / 'notes.txt'}", "is not an image"),
+        ("x -S-5", "-S -5 looks back 5 image(s), but this session has made 1"),
+        ("!nosuch", "unknown command !nosuch"),
+    ]:
+        shell.lines.clear()
+        assert shell.handle(bad) is True
+        assert any(expected in line for line in shell.lines), (bad, shell.lines)
+    shell.handle("still works -S 2")
+    names = sorted(p.name for p in (tmp_path / "out" / "img-samples").glob("*.png"))
+    assert names == ["000001.1.png", "000002.2.png"]
+
+
+def test_img2img_line_reports_steps_and_iterations_count_seeds(make_shell, tmp_path):
+    shell = make_shell()
+    init = tmp_path / "init.png"
+    Image.new("RGB", (128, 96), (200, 20, 20)).save(init)
+    shell.handle(f"a thing -I {init} -f 0.7 -s 10 -S 100 -n 3")
+    text = "\n".join(shell.lines)
+    assert "img2img: 7 of 10 steps (strength 0.70)" in text
+    assert "init image resized from 128x96 to 64x64" in text
+    names = sorted(p.name for p in (tmp_path / "out" / "img-samples").glob("*.png"))
+    assert names == ["000001.100.png", "000002.101.png", "000003.102.png"]
+    meta = Image.open(tmp_path / "out" / "img-samples" / "000002.101.png").text
+    assert "-S 101" in meta["Dream"] and "-f 0.7" in meta["Dream"]
+
+
+def test_zero_strength_writes_the_init_image_back(make_shell, tmp_path):
+    shell = make_shell()
+    init = tmp_path / "init.png"
+    pixels = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(init)
+    shell.handle(f"x -I {init} -f 0.05 -s 10 -S 1")
+    assert any("rounds down to 0 steps" in line for line in shell.lines)
+    out = Image.open(tmp_path / "out" / "img-samples" / "000001.1.png")
+    assert np.array_equal(np.asarray(out.convert("RGB")), pixels)
+
+
+def test_ctrl_c_cancels_the_running_image_and_the_next_line_works(make_shell, tmp_path):
+    shell = make_shell()
+    shell.handle("warm up -s 1 -S 1")
+    timer = threading.Timer(0.3, lambda: shell.worker.current and shell.worker.current.cancel.set())
+    timer.start()
+    shell.handle("long one -s 1000 -S 2")
+    assert any("generation cancelled at step" in line for line in shell.lines)
+    shell.handle("after -S 3")
+    names = sorted(p.name for p in (tmp_path / "out" / "img-samples").glob("*.png"))
+    assert names == ["000001.1.png", "000002.3.png"]
+
+
+def test_real_prompt_session_with_pipe_input(make_shell, tmp_path):
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    shell = make_shell()
+    history = tmp_path / "history"
+    with create_pipe_input() as inp:
+        inp.send_text("a red circle -S 5 -s 3\r")
+        inp.send_text("x --bad 1\r")
+        inp.send_text("quit\r")
+        shell.run_interactive(history, input=inp, output=DummyOutput())
+    assert (tmp_path / "out" / "img-samples" / "000001.5.png").exists()
+    assert any("unknown switch --bad" in line for line in shell.lines)
+    assert "a red circle -S 5 -s 3" in history.read_text()
+
+
+def test_console_script_on_piped_input(tiny_config, tmp_path):
+    exe = Path(sys.executable).parent / "invoke-shell"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "invoke_shell"]
+    lines = 'a red circle on a blue background -s 4 -S 42\nthis line is bad --no_such_switch 3\n"again [dark]" -S-1 -C 3\n'
+    proc = subprocess.run(cmd + ["--config", str(tiny_config), "--outdir", str(tmp_path / "o"),
+                                 "--history", str(tmp_path / "h")],
+                          input=lines, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "error: unknown switch --no_such_switch" in out
+    assert "Traceback" not in out + proc.stderr
+    first, second = (tmp_path / "o" / "img-samples" / n for n in ("000001.42.png", "000002.42.png"))
+    text = Image.open(second).text
+    assert text["Dream"] == '"again [dark]" -s 6 -S 42 -W 64 -H 64 -C 3.0 -A k_lms'
+    assert '"seed": 42' in text["sd-metadata"] and '"type": "txt2img"' in text["sd-metadata"]
+    assert text["parameters"].startswith("again\nNegative prompt: dark\nSteps: 6, Sampler: LMS, CFG scale: 3, Seed: 42")
+    assert first.exists()
+    log = (tmp_path / "o" / "img-samples" / "invoke_log.md").read_text()
+    assert "000002.42.png" in log and "-C 3.0" in log
+
+
+@pytest.mark.parametrize("argv, expected", [(["--help"], "usage: invoke-shell"),
+                                           (["--device", "tpu"], "invalid choice: 'tpu'")])
+def test_help_and_bad_flags_answer_without_torch(argv, expected):
+    code = ("import sys; from invoke_shell.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit: pass\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+    assert expected in proc.stdout + proc.stderr
+    assert proc.stdout.strip().endswith("NO-TORCH")
+
+
+def test_unknown_model_flag_is_a_clear_error(tiny_config, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "invoke_shell", "--config", str(tiny_config), "--model", "tiny-randm",
+                           "--outdir", str(tmp_path)], capture_output=True, text=True, timeout=60, input="")
+    assert proc.returncode == 2
+    assert "no model named 'tiny-randm'" in proc.stderr and "did you mean tiny-random?" in proc.stderr
