@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(logs: {log_path})")
     try:
         if args.from_file:
-            shell.run_lines(args.from_file.read_text().splitlines())
+            shell.replay(args.from_file)
         elif interactive:
             shell.run_interactive(args.history)
         else:

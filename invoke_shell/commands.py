@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from invoke_shell.errors import UsageError, did_you_mean
+from invoke_shell.fetch import fetch
 from invoke_shell.params import help_text
+from invoke_shell.parsing import format_request
 
 if TYPE_CHECKING:
     from invoke_shell.repl import Shell
@@ -46,18 +50,81 @@ def _switch(shell: Shell, args: str) -> None:
     shell.switch_model(entry)
 
 
+def _history(shell: Shell, args: str) -> None:
+    made = shell.worker.made
+    if args and not args.isdigit():
+        raise UsageError(f"!history takes a count, got {args!r}", "e.g. !history 10")
+    count = int(args) if args else 20
+    if not made:
+        shell.print(">> no images made yet this session")
+    for i, m in list(enumerate(made, 1))[-count:]:
+        r = m.request
+        shell.print(f"{i:>4}  {m.path.name:<24} seed {r.seed:<10} {r.width}x{r.height} {r.sampler:<15} "
+                    f"{r.kind} {format_request(r)}")
+    if made:
+        shell.print(">> !N puts command N back at the prompt to edit")
+
+
+def recall(shell: Shell, number: int) -> None:
+    made = shell.worker.made
+    if not 1 <= number <= len(made):
+        raise UsageError(f"!{number}: there is no generation {number} this session ({len(made)} so far)",
+                         "see !history for the numbers")
+    shell.edit(format_request(made[number - 1].request))
+
+
+def _fetch(shell: Shell, args: str) -> None:
+    if not args:
+        raise UsageError("!fetch needs a PNG, a folder or a glob", "e.g. !fetch outputs/img-samples/000001.42.png")
+    target = Path(args).expanduser()
+    if target.is_dir() or any(c in args for c in "*?["):
+        pattern = str(target / "*.png") if target.is_dir() else str(target)
+        matches = sorted(glob.glob(pattern))
+        if not matches:
+            raise UsageError(f"no PNG files match {args}", "check the folder or pattern")
+        for m in matches:
+            try:
+                shell.print(f"{m}: {fetch(Path(m)).command}")
+            except UsageError as e:
+                shell.print(f"{m}: ({e.message.split(': ', 1)[-1]})")
+        shell.print(f">> {len(matches)} file(s); !fetch one of them to edit its command")
+        return
+    if not target.exists():
+        raise UsageError(f"{args} does not exist", "give the path of a PNG (tab completes paths)")
+    got = fetch(target)
+    for note in got.notes:
+        shell.print(f">> note: {note}")
+    shell.edit(got.command)
+
+
+def _replay(shell: Shell, args: str) -> None:
+    if not args:
+        raise UsageError("!replay needs a file of commands", "e.g. !replay prompts.txt")
+    path = Path(args).expanduser()
+    if not path.is_file():
+        raise UsageError(f"{args} is not a file", "give a text file with one command per line")
+    shell.replay(path)
+
+
 COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (
         Command("help", "!help", "this list of switches and commands", _help),
         Command("models", "!models", "the models in models.yaml (* marks the loaded one)", _models),
         Command("switch", "!switch NAME", "load another model from models.yaml", _switch),
+        Command("history", "!history [N]", "the last N images of this session, numbered", _history),
+        Command("N", "!N", "put command N (see !history) back at the prompt to edit", lambda s, a: None),
+        Command("fetch", "!fetch PNG|DIR|GLOB", "read the command stored in a PNG (ours, InvokeAI, A1111)", _fetch),
+        Command("replay", "!replay FILE", "run the commands in FILE (blank lines and # comments skipped)", _replay),
     )
 }
 
 
 def run_command(shell: Shell, name: str, args: str) -> None:
-    cmd = COMMANDS.get(name)
+    if name.isdigit():
+        recall(shell, int(name))
+        return
+    cmd = COMMANDS.get(name) if name != "N" else None
     if cmd is None:
         guess = did_you_mean(name, COMMANDS)
         raise UsageError(f"unknown command !{name}",

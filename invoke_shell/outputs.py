@@ -6,6 +6,7 @@ Files are created exclusively, so nothing already written is ever overwritten.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ def next_number(folder: Path) -> int:
     return max(numbers, default=0) + 1
 
 
-def write_png(outdir: Path, seed: int, image: Image.Image, chunks: dict[str, str]) -> Path:
+def write_png(outdir: Path, seed: int, image: Image.Image, chunks: dict[str, str], suffix: str = "") -> Path:
     folder = samples_dir(outdir)
     folder.mkdir(parents=True, exist_ok=True)
     info = PngInfo()
@@ -35,13 +36,24 @@ def write_png(outdir: Path, seed: int, image: Image.Image, chunks: dict[str, str
         info.add_itxt(key, value) if not value.isascii() else info.add_text(key, value)
     n = next_number(folder)
     while True:
-        path = folder / f"{n:06d}.{seed}.png"
+        path = folder / f"{n:06d}.{seed}{suffix}.png"
         try:
             with open(path, "xb") as f:  # exclusive: never overwrite
                 image.save(f, format="PNG", pnginfo=info)
             return path
         except FileExistsError:
             n += 1
+
+
+def grid(images: list[Image.Image]) -> Image.Image:
+    """The images side by side in rows, as square as the count allows."""
+    cols = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / cols)
+    w, h = images[0].size
+    sheet = Image.new("RGB", (cols * w, rows * h), (0, 0, 0))
+    for i, im in enumerate(images):
+        sheet.paste(im, ((i % cols) * w, (i // cols) * h))
+    return sheet
 
 
 def append_log(outdir: Path, command: str, path: Path) -> None:

@@ -67,6 +67,8 @@ SWITCHES: tuple[Switch, ...] = (
            default=0.75, low=0.0, high=1.0, metavar="X"),
     Switch("iterations", "n", int, "how many images to make (seeds seed, seed+1, ...)",
            default=1, low=1, high=1000, in_command=False),
+    Switch("grid", "g", bool, "with -n: also write one grid picture of all the images", default=False,
+           in_command=False, metavar=""),
     Switch("outdir", "o", str, "folder for this line's images (default: the launch --outdir)",
            in_command=False, complete="path", metavar="DIR"),
 )
@@ -84,7 +86,7 @@ MODEL_DEFAULTS: dict[str, Any] = {
 def help_text() -> str:
     lines = ["Switches (after the prompt; text in [brackets] is the negative prompt):"]
     for s in SWITCHES:
-        meta = f" {s.metavar}"
+        meta = f" {s.metavar}" if s.metavar else ""
         rng = s.describe_range()
         extra = f" ({rng})" if rng and not s.choices else ""
         lines.append(f"  {s.flags + meta:<28} {s.help}{extra}")

@@ -19,6 +19,7 @@ from invoke_shell.params import BY_LONG, BY_SHORT, SWITCHES, Switch
 from invoke_shell.request import GenerationRequest, ShellCommand
 
 _SWITCH_START = re.compile(r"(?:^|\s)(--?[A-Za-z])")
+_HELP = re.compile(r"(?:^|\s)(?:-h|--help)(?:\s|$)")
 
 
 def parse_line(line: str, defaults: Mapping[str, Any]) -> GenerationRequest | ShellCommand | None:
@@ -30,6 +31,8 @@ def parse_line(line: str, defaults: Mapping[str, Any]) -> GenerationRequest | Sh
         name, _, args = line[1:].partition(" ")
         return ShellCommand(name.strip(), args.strip())
     prompt, rest = _split_prompt(line)
+    if _HELP.search(rest) or _HELP.fullmatch(line):
+        return ShellCommand("help", "")
     values = _parse_switches(rest)
     if not prompt.strip():
         raise UsageError("the line has no prompt", 'type the prompt first, e.g. "a red circle" -s 25')
@@ -71,6 +74,11 @@ def _parse_switches(text: str) -> dict[str, Any]:
         tok = tokens[i]
         i += 1
         sw, glued = _lookup(tok)
+        if sw.kind is bool:
+            if glued:
+                raise UsageError(f"{_show(sw)} takes no value, got {glued!r}", f"write {_show(sw).split('/')[0]} alone")
+            values[sw.name] = True
+            continue
         if glued is None:
             if i >= len(tokens):
                 raise UsageError(f"{_show(sw)} needs a value", f"e.g. {_example(sw)}")

@@ -17,7 +17,7 @@ from invoke_shell.inputs import check_init_path
 from invoke_shell.models.registry import ModelEntry, Registry
 from invoke_shell.parsing import parse_line
 from invoke_shell.request import ShellCommand
-from invoke_shell.worker import Job, Worker
+from invoke_shell.worker import Job, Worker, is_recall
 
 QUIT = {"q", "quit", "exit"}
 
@@ -30,9 +30,27 @@ class Shell:
         self.worker = worker
         self.print = printer
         self.raise_errors = raise_errors  # tests see bugs as exceptions; users see a short report
+        self.pending_edit = ""  # text for the next prompt's buffer (!N, !fetch)
+        self.interactive = False
 
-    def handle(self, line: str) -> bool:
-        """Run one line; False when the user asked to leave."""
+    def edit(self, command: str) -> None:
+        """Offer `command` for editing: in the next prompt's buffer, or printed when piped."""
+        if self.interactive:
+            self.pending_edit = command
+        else:
+            self.print(command)
+
+    def replay(self, path: Path) -> None:
+        """Run a file of commands; a bad line is reported with its number and the rest still run."""
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            self.print(f"invoke> {line}    ({path.name}:{number})")
+            if not self.handle(line, where=f"{path.name} line {number}"):
+                return
+
+    def handle(self, line: str, where: str | None = None) -> bool:
+        """Run one line; False when the user asked to leave. `where` prefixes error messages."""
         if line.strip() in QUIT:
             return False
         try:
@@ -42,11 +60,11 @@ class Shell:
             if isinstance(parsed, ShellCommand):
                 run_command(self, parsed.name, parsed.args)
                 return True
-            if parsed.init_img:
+            if parsed.init_img and not is_recall(parsed.init_img):
                 check_init_path(parsed.init_img)
             self.wait(self.worker.submit(Job(parsed)))
         except UsageError as e:
-            self.print(e.show())
+            self.print(f"{where}: {e.show()}" if where else e.show())
         except Exception as e:
             if self.raise_errors:
                 raise
@@ -111,18 +129,34 @@ class Shell:
         from prompt_toolkit.history import FileHistory, InMemoryHistory
         from prompt_toolkit.patch_stdout import patch_stdout
 
+        from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
+
+        from invoke_shell.completion import ShellCompleter
+
         history = FileHistory(str(history_file)) if history_file else InMemoryHistory()
-        session: PromptSession[str] = PromptSession(history=history, **session_options)
+        session: PromptSession[str] = PromptSession(
+            history=history, auto_suggest=AutoSuggestFromHistory(), completer=ShellCompleter(self),
+            complete_while_typing=False, bottom_toolbar=self.toolbar, **session_options)
+        self.interactive = True
         with patch_stdout(raw=True):
             while True:
                 try:
-                    line = session.prompt("invoke> ")
+                    line = session.prompt("invoke> ", default=self.pending_edit)
+                    self.pending_edit = ""
                 except KeyboardInterrupt:
                     continue  # Ctrl-C at the prompt clears the line
                 except EOFError:
                     break
                 if not self.handle(line):
                     break
+
+
+    def toolbar(self) -> str:
+        w = self.worker
+        state = "ready" if w.ready.is_set() and w.engine is not None else "loading..." if not w.ready.is_set() else "no model"
+        device = str(w.engine.device) if w.engine is not None else "-"
+        last = w.made[-1].request.seed if w.made else "-"
+        return f" model {self.model_entry.name} ({state}) | device {device} | last seed {last} | !help"
 
 
 def stdin_is_terminal() -> bool:

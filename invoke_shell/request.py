@@ -20,6 +20,7 @@ class GenerationRequest:
     iterations: int = 1
     init_img: str | None = None
     strength: float = 0.75
+    grid: bool = False
     outdir: str | None = None
 
     @property

@@ -119,10 +119,24 @@ class Worker(threading.Thread):
                              "use -S-1 for the previous image's seed, or give a seed number")
         return self.made[seed].request.seed  # type: ignore[return-value]
 
+    def resolve_init(self, init: str | None) -> str | None:
+        """`-I -1` / `-I last`: the image made just before (-2 the one before that)."""
+        if init is None or not is_recall(init):
+            return init
+        back = 1 if init == "last" else -int(init)
+        if back > len(self.made):
+            raise UsageError(f"-I {init} looks back {back} image(s), but this session has made {len(self.made)}",
+                             "make an image first, or give a file path after -I")
+        return str(self.made[-back].path)
+
     def _run(self, job: Job) -> None:
         from invoke_shell.jobs import run_request
 
         run_request(self, job)
+
+
+def is_recall(init: str) -> bool:
+    return init == "last" or (init.startswith("-") and init[1:].isdigit() and int(init[1:]) > 0)
 
 
 def model_hash(path: Path) -> str:

@@ -1,0 +1,208 @@
+"""Measure what the embedded model draws, with the shell's own engine and defaults.
+
+    python -m invoke_shell.models.tiny_shapes.evaluate [--cfg_scales 1,2,3,5,7.5]
+
+txt2img: a fixed sample of prompts x seeds, each picture judged by data.judge() for background
+colour, shape colour and shape; seconds per image. img2img: init drawings whose colours differ
+from the prompt's, at strengths 0.1 ... 1.0: the share that keeps the init's colours, the share
+that follows the prompt, and the mean distance to the init, against txt2img of the same prompt
+and seed. Writes evaluation.json beside the model and pictures into docs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from invoke_shell.models.tiny_shapes import data
+from invoke_shell.request import GenerationRequest
+
+MODEL_DIR = Path(__file__).parent / "model"
+STRENGTHS = [round(0.1 * i, 1) for i in range(1, 11)]
+
+
+def sample_drawings(n: int, seed: int) -> list[data.Drawing]:
+    combos = [(c, s, b) for c, s, b in itertools.product(data.COLOURS, data.SHAPES, data.COLOURS) if c != b]
+    rng = random.Random(seed)
+    picked = rng.sample(combos, n)
+    out = []
+    for c, s, b in picked:
+        side = rng.randint(22, 40)
+        x0, y0 = rng.randint(4, 60 - side), rng.randint(4, 60 - side)
+        out.append(data.Drawing(s, c, b, (x0, y0, x0 + side, y0 + side)))
+    return out
+
+
+def load_engine(model_dir: Path):
+    from diffusers import StableDiffusionPipeline
+
+    from invoke_shell.engines import Engine
+    from invoke_shell.logs import route_library_logs
+
+    route_library_logs()
+    pipe = StableDiffusionPipeline.from_pretrained(str(model_dir), local_files_only=True, safety_checker=None,
+                                                   requires_safety_checker=False)
+    return Engine(pipe)
+
+
+def shell_defaults() -> dict:
+    from invoke_shell.models.registry import load_registry
+
+    return load_registry(None).get("tiny-shapes").defaults
+
+
+def txt2img_eval(engine, base: dict, prompts: list[data.Drawing], seeds: list[int]) -> tuple[dict, list]:
+    right = {"background": 0, "colour": 0, "shape": 0, "all": 0}
+    seconds, pictures = [], []
+    for d, seed in itertools.product(prompts, seeds):
+        req = GenerationRequest(prompt=d.caption, **base, seed=seed)
+        res = engine.generate(req, seed)
+        seconds.append(res.seconds)
+        j = data.judge(res.image)
+        ok = (j.background == d.background, j.colour == d.colour, j.shape == d.shape)
+        for key, v in zip(("background", "colour", "shape"), ok):
+            right[key] += v
+        right["all"] += all(ok)
+        pictures.append((d, seed, res.image, ok))
+    n = len(prompts) * len(seeds)
+    figures = {f"{k}_accuracy": round(v / n, 4) for k, v in right.items()}
+    figures.update(images=n, seconds_per_image_mean=round(float(np.mean(seconds)), 3),
+                   seconds_per_image_median=round(float(np.median(seconds)), 3))
+    return figures, pictures
+
+
+def edit_pairs(n: int, seed: int) -> list[tuple[data.Drawing, data.Drawing]]:
+    """Init drawings and prompts that differ in shape colour, background colour and shape."""
+    rng = random.Random(seed)
+    inits = sample_drawings(n, seed)
+    pairs = []
+    for d in inits:
+        c, b = rng.sample([x for x in data.COLOURS if x not in (d.colour, d.background)], 2)
+        s = rng.choice([x for x in data.SHAPES if x != d.shape])
+        pairs.append((d, data.Drawing(s, c, b, d.box)))
+    return pairs
+
+
+def img2img_eval(engine, base: dict, pairs, seed: int, strengths=STRENGTHS) -> tuple[dict, dict]:
+    rows, strips = {}, {}
+    t2i_dist = []
+    for k, (init_d, target) in enumerate(pairs):
+        init = data.render(init_d)
+        t2i = engine.generate(GenerationRequest(prompt=target.caption, **base, seed=seed), seed).image
+        t2i_dist.append(data.palette_distance(t2i, init))
+        strips[k] = [init]
+        for f in strengths:
+            req = GenerationRequest(prompt=target.caption, **base, seed=seed, init_img="init.png", strength=f)
+            out = engine.generate(req, seed, init_image=init).image
+            j = data.judge(out)
+            row = rows.setdefault(f, {"keeps_init_colours": 0, "follows_prompt_colours": 0, "distance": []})
+            row["keeps_init_colours"] += j.background == init_d.background and j.colour == init_d.colour
+            row["follows_prompt_colours"] += j.background == target.background and j.colour == target.colour
+            row["distance"].append(data.palette_distance(out, init))
+            strips[k].append(out)
+        strips[k].append(t2i)
+    n = len(pairs)
+    curve = {str(f): {"keeps_init_colours": round(r["keeps_init_colours"] / n, 3),
+                      "follows_prompt_colours": round(r["follows_prompt_colours"] / n, 3),
+                      "mean_distance_to_init": round(float(np.mean(r["distance"])), 2)}
+             for f, r in rows.items()}
+    return {"init_images": n, "curve": curve,
+            "txt2img_mean_distance_to_init": round(float(np.mean(t2i_dist)), 2)}, strips
+
+
+# ---------------------------------------------------------------- pictures
+
+
+def _label(img: Image.Image, text: str, width: int) -> Image.Image:
+    tile = Image.new("RGB", (width, img.height + 14), (255, 255, 255))
+    tile.paste(img, (0, 14))
+    ImageDraw.Draw(tile).text((2, 1), text, fill=(0, 0, 0))
+    return tile
+
+
+def grid_picture(pictures, cols: int = 8, scale: int = 2) -> Image.Image:
+    tiles = []
+    for d, seed, img, ok in pictures[: cols * 6]:
+        big = img.resize((64 * scale, 64 * scale), Image.Resampling.NEAREST)
+        mark = "" if all(ok) else " x"
+        tiles.append(_label(big, f"{d.colour} {d.shape}/{d.background}{mark}", 64 * scale))
+    w, h = tiles[0].size
+    rows = (len(tiles) + cols - 1) // cols
+    sheet = Image.new("RGB", (cols * w, rows * h), (255, 255, 255))
+    for i, t in enumerate(tiles):
+        sheet.paste(t, ((i % cols) * w, (i // cols) * h))
+    return sheet
+
+
+def strip_picture(strips: dict, pairs, rows: int = 4, scale: int = 2) -> Image.Image:
+    heads = ["init"] + [f"f={f}" for f in STRENGTHS] + ["txt2img"]
+    size = 64 * scale
+    tiles = []
+    for k in list(strips)[:rows]:
+        for head, img in zip(heads, strips[k]):
+            tiles.append(_label(img.resize((size, size), Image.Resampling.NEAREST), head, size))
+    w, h = tiles[0].size
+    cols = len(heads)
+    sheet = Image.new("RGB", (cols * w, rows * h + 16), (255, 255, 255))
+    for i, t in enumerate(tiles):
+        sheet.paste(t, ((i % cols) * w, 16 + (i // cols) * h))
+    ImageDraw.Draw(sheet).text((4, 2), "prompt: " + " | ".join(p[1].caption for p in pairs[:rows]), fill=(0, 0, 0))
+    return sheet
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, default=MODEL_DIR)
+    p.add_argument("--prompts", type=int, default=48)
+    p.add_argument("--seeds", default="1,2")
+    p.add_argument("--inits", type=int, default=16)
+    p.add_argument("--cfg_scales", default="", help="also sweep these guidance scales (comma list)")
+    p.add_argument("--docs", type=Path, default=Path("docs"))
+    p.add_argument("--no_write", action="store_true", help="print figures only")
+    args = p.parse_args(argv)
+
+    engine = load_engine(args.model)
+    d = shell_defaults()
+    base = {k: d[k] for k in ("steps", "cfg_scale", "sampler", "width", "height")}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    prompts = sample_drawings(args.prompts, seed=0)
+    pairs = edit_pairs(args.inits, seed=1)
+    engine.generate(GenerationRequest(prompt="warm up", **base, seed=0), 0)
+
+    report: dict = {"defaults": base, "measured": time.strftime("%Y-%m-%d")}
+    t0 = time.time()
+    report["txt2img"], pictures = txt2img_eval(engine, base, prompts, seeds)
+    print("txt2img", json.dumps(report["txt2img"]), flush=True)
+    report["img2img"], strips = img2img_eval(engine, base, pairs, seed=seeds[0])
+    for f, row in report["img2img"]["curve"].items():
+        print(f"img2img strength {f}: {row}", flush=True)
+    print("txt2img distance to init", report["img2img"]["txt2img_mean_distance_to_init"], flush=True)
+    report["seconds"] = round(time.time() - t0, 1)
+    if args.cfg_scales:
+        sweep = {}
+        for c in [float(x) for x in args.cfg_scales.split(",")]:
+            b = {**base, "cfg_scale": c}
+            t2i, _ = txt2img_eval(engine, b, prompts, seeds)
+            i2i, _ = img2img_eval(engine, b, pairs, seeds[0], strengths=[0.2, 0.5, 0.8, 1.0])
+            sweep[str(c)] = {"txt2img": {k: t2i[k] for k in ("background_accuracy", "colour_accuracy",
+                                                             "shape_accuracy")},
+                             "img2img": i2i}
+            print(f"cfg {c}: {json.dumps(sweep[str(c)])}", flush=True)
+        report["cfg_sweep"] = sweep
+    if not args.no_write:
+        (args.model / "evaluation.json").write_text(json.dumps(report, indent=1))
+        args.docs.mkdir(parents=True, exist_ok=True)
+        grid_picture(pictures).save(args.docs / "tiny_shapes_grid.png")
+        strip_picture(strips, pairs).save(args.docs / "tiny_shapes_strength.png")
+        print(f"wrote {args.model / 'evaluation.json'}, {args.docs}/tiny_shapes_grid.png, tiny_shapes_strength.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Iterating at the prompt: history, !N, !fetch, !replay, completion, recall of outputs, grids."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+from prompt_toolkit.completion import CompleteEvent
+from prompt_toolkit.document import Document
+
+from invoke_shell.errors import UsageError
+from invoke_shell.fetch import fetch
+
+
+def png_with(path, **chunks):
+    info = PngInfo()
+    for k, v in chunks.items():
+        info.add_text(k, v)
+    Image.new("RGB", (8, 8)).save(path, pnginfo=info)
+    return path
+
+
+def test_fetch_reads_a1111_parameters(tmp_path):
+    p = png_with(tmp_path / "a.png", parameters=(
+        "a castle on a hill, (masterpiece:1.2)\nNegative prompt: blurry, lowres\n"
+        "Steps: 30, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 6.5, Seed: 1234, Size: 512x768, "
+        'Model hash: abcdef1234, Model: dreamshaper, Clip skip: 2, Lora hashes: "x: 1, y: 2"'))
+    got = fetch(p)
+    assert got.command == ('"a castle on a hill, (masterpiece:1.2) [blurry, lowres]" -s 30 -S 1234 -W 512 -H 768 '
+                           "-C 6.5 -A dpmpp_2m_karras")
+    assert any("Clip skip: 2" in n for n in got.notes)
+    assert any("Lora hashes" in n for n in got.notes)
+    assert any("dreamshaper" in n for n in got.notes)
+
+
+def test_fetch_reads_invokeai_sd_metadata(tmp_path):
+    meta = {"model": "stable diffusion", "model_weights": "stable-diffusion-1.5", "model_hash": "cc6cb27103",
+            "app_id": "invoke-ai/InvokeAI", "app_version": "2.3.5",
+            "image": {"prompt": [{"prompt": "fire", "weight": 1.0}], "steps": 10, "cfg_scale": 7.5,
+                      "threshold": 0, "perlin": 0, "height": 384, "width": 384, "seed": 1592514025,
+                      "seamless": False, "hires_fix": False, "type": "img2img", "postprocessing": None,
+                      "sampler": "k_lms", "variations": [], "init_image_path": "drawings/fire.png",
+                      "strength": 0.7}}
+    got = fetch(png_with(tmp_path / "i.png", **{"sd-metadata": json.dumps(meta)}))
+    assert got.command == '"fire" -s 10 -S 1592514025 -W 384 -H 384 -C 7.5 -A k_lms -I drawings/fire.png -f 0.7'
+
+
+def test_fetch_prefers_dream_and_says_when_there_is_none(tmp_path):
+    p = png_with(tmp_path / "d.png", Dream='"x" -s 3 -S 1', parameters="y\nSteps: 9")
+    assert fetch(p).command == '"x" -s 3 -S 1'
+    with pytest.raises(UsageError) as err:
+        fetch(png_with(tmp_path / "none.png"))
+    assert "carries no generation metadata" in err.value.message
+
+
+def test_history_recall_and_fetch_in_the_shell(make_shell, tmp_path):
+    shell = make_shell()
+    shell.handle("first -S 11 -s 3")
+    shell.handle("second -S 22 -A ddim")
+    shell.lines.clear()
+    shell.handle("!history")
+    assert "000001.11.png" in shell.lines[0] and "000002.22.png" in shell.lines[1]
+    shell.lines.clear()
+    shell.handle("!2")  # piped: the command is printed for the user to copy
+    assert shell.lines == ['"second" -s 6 -S 22 -W 64 -H 64 -C 7.5 -A ddim']
+    shell.lines.clear()
+    shell.handle(f"!fetch {tmp_path / 'out' / 'img-samples' / '000001.11.png'}")
+    assert shell.lines == ['"first" -s 3 -S 11 -W 64 -H 64 -C 7.5 -A k_lms']
+    shell.lines.clear()
+    shell.handle(f"!fetch {tmp_path / 'out' / 'img-samples'}")
+    assert len([line for line in shell.lines if ".png:" in line]) == 2
+    shell.lines.clear()
+    shell.handle("!9")
+    assert "there is no generation 9" in shell.lines[0]
+
+
+def test_init_image_from_the_previous_output(make_shell, tmp_path):
+    shell = make_shell()
+    shell.handle("base -S 1 -s 4")
+    shell.handle("refine -I -1 -f 0.5 -S 2 -s 4")
+    shell.handle("again -I last -f 0.5 -S 3 -s 4")
+    out = tmp_path / "out" / "img-samples"
+    assert "-I " + str(out / "000001.1.png") in Image.open(out / "000002.2.png").text["Dream"]
+    assert "-I " + str(out / "000002.2.png") in Image.open(out / "000003.3.png").text["Dream"]
+    shell.lines.clear()
+    shell.handle("x -I -9")
+    assert "-I -9 looks back 9 image(s)" in shell.lines[-1]
+
+
+def test_grid_of_iterations(make_shell, tmp_path):
+    shell = make_shell()
+    shell.handle("many -n 3 -g -S 5 -s 2")
+    out = tmp_path / "out" / "img-samples"
+    names = sorted(p.name for p in out.glob("*.png"))
+    assert names == ["000001.5.png", "000002.6.png", "000003.7.png", "000004.5.grid.png"]
+    assert Image.open(out / "000004.5.grid.png").size == (128, 128)
+
+
+def test_replay_reports_bad_lines_with_numbers_and_goes_on(make_shell, tmp_path):
+    script = tmp_path / "prompts.txt"
+    script.write_text("# my prompts\n\na red circle -S 1 -s 2\nbad --steps many\n\"blue\" -S 2 -s 2\n")
+    shell = make_shell()
+    shell.handle(f"!replay {script}")
+    assert any("prompts.txt line 4: error: -s/--steps expects a whole number" in line for line in shell.lines)
+    names = sorted(p.name for p in (tmp_path / "out" / "img-samples").glob("*.png"))
+    assert names == ["000001.1.png", "000002.2.png"]
+
+
+def test_help_from_a_line(make_shell):
+    shell = make_shell()
+    shell.handle("a cat -h")
+    assert any("--strength" in line for line in shell.lines)
+
+
+def completions(shell, text):
+    from invoke_shell.completion import ShellCompleter
+
+    return [c.text for c in ShellCompleter(shell).get_completions(Document(text, len(text)), CompleteEvent())]
+
+
+def test_completion(make_shell, tmp_path):
+    shell = make_shell()
+    shell.handle("x -S 4242 -s 1")
+    assert completions(shell, "a cat -A k_eu") == ["k_euler", "k_euler_a"]
+    assert completions(shell, "a cat -Add") == ["-Addim"]
+    assert "--strength" in completions(shell, "a cat --str")
+    assert completions(shell, "a cat -S ") == ["4242"]
+    assert "!fetch" in completions(shell, "!fe")
+    assert completions(shell, "!switch tiny") == ["tiny-random"]
+    (tmp_path / "drawing.png").write_bytes(b"")
+    assert completions(shell, f"a cat -I {tmp_path}/dra") == [f"{tmp_path}/drawing.png"]
+
+
+def test_buffer_gets_the_recalled_command_in_a_real_session(make_shell, tmp_path):
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    shell = make_shell()
+    with create_pipe_input() as inp:
+        inp.send_text("first -S 7 -s 2\r")
+        inp.send_text("!1\r")
+        inp.send_text(" -C 3\r")  # appended to the recalled command in the buffer
+        inp.send_text("exit\r")
+        shell.run_interactive(None, input=inp, output=DummyOutput())
+    out = tmp_path / "out" / "img-samples"
+    assert Image.open(out / "000002.7.png").text["Dream"] == '"first" -s 2 -S 7 -W 64 -H 64 -C 3.0 -A k_lms'
