@@ -26,7 +26,7 @@ class ModelInfo:
     hash: str  # short sha256 of the weights, AUTOMATIC1111-style (first 10 hex digits)
 
 
-def sd_metadata(req: GenerationRequest, model: ModelInfo, steps_run: int) -> dict[str, Any]:
+def sd_metadata(req: GenerationRequest, model: ModelInfo, steps_run: int, schedule_steps: int | None = None) -> dict[str, Any]:
     image = {
         "prompt": [{"prompt": req.prompt, "weight": 1.0}],
         "steps": req.steps,
@@ -42,6 +42,8 @@ def sd_metadata(req: GenerationRequest, model: ModelInfo, steps_run: int) -> dic
         "postprocessing": None,
         # this shell's own keys
         "steps_run": steps_run,
+        "schedule_steps": schedule_steps or req.steps,
+        "exact_steps": req.exact_steps,
         "negative_prompt": req.negative,
         "command": format_request(req),
     }
@@ -75,9 +77,9 @@ def a1111_parameters(req: GenerationRequest, model: ModelInfo) -> str:
     return "\n".join(lines)
 
 
-def png_chunks(req: GenerationRequest, model: ModelInfo, steps_run: int) -> dict[str, str]:
+def png_chunks(req: GenerationRequest, model: ModelInfo, steps_run: int, schedule_steps: int | None = None) -> dict[str, str]:
     return {
         "Dream": format_request(req),
-        "sd-metadata": json.dumps(sd_metadata(req, model, steps_run)),
+        "sd-metadata": json.dumps(sd_metadata(req, model, steps_run, schedule_steps)),
         "parameters": a1111_parameters(req, model),
     }

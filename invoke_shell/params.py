@@ -30,6 +30,7 @@ class Switch:
     in_command: bool = True  # written back into the stored command
     complete: str | None = None  # what tab completion offers: "path", "sampler", "seed"
     metavar: str = "N"
+    sweep: bool = False  # accepts a comma list: one image per value, with a labelled sheet
 
     @property
     def flags(self) -> str:
@@ -52,23 +53,29 @@ def _num(x: float) -> str:
 
 SWITCHES: tuple[Switch, ...] = (
     Switch("steps", "s", int, "number of sampler steps (img2img runs int(steps x strength) of them)",
-           low=1, high=1000),
+           low=1, high=1000, sweep=True),
     Switch("seed", "S", int, "seed of the noise; -1 reuses the previous image's seed, -2 the one before",
            low=-1000, high=2**32 - 1, complete="seed"),
     Switch("width", "W", int, "image width in pixels, a multiple of 8", low=8, high=4096),
     Switch("height", "H", int, "image height in pixels, a multiple of 8", low=8, high=4096),
     Switch("cfg_scale", "C", float, "classifier-free guidance scale: how strongly to follow the prompt",
-           low=0.0, high=50.0, metavar="X"),
+           low=0.0, high=50.0, metavar="X", sweep=True),
     Switch("sampler", "A", str, "sampler (scheduler) to use", choices=SAMPLER_NAMES,
-           aliases=("sampler_name",), complete="sampler", metavar="NAME"),
+           aliases=("sampler_name",), complete="sampler", metavar="NAME", sweep=True),
     Switch("init_img", "I", str, "init image for img2img (path to a PNG or JPEG)",
            aliases=("init_image",), complete="path", metavar="PATH"),
     Switch("strength", "f", float, "img2img strength: 0 keeps the init image, 1 redraws it",
-           default=0.75, low=0.0, high=1.0, metavar="X"),
+           default=0.75, low=0.0, high=1.0, metavar="X", sweep=True),
+    Switch("exact_steps", None, bool, "img2img: -s is the number of steps actually run, at any strength "
+           "(20 at -f 0.4 runs a 50-step schedule from step 30)", default=False, metavar=""),
     Switch("iterations", "n", int, "how many images to make (seeds seed, seed+1, ...)",
            default=1, low=1, high=1000, in_command=False),
     Switch("grid", "g", bool, "with -n: also write one grid picture of all the images", default=False,
            in_command=False, metavar=""),
+    Switch("save_intermediates", None, int, "save every Nth step's latents and previews (and always the last)",
+           low=1, high=1000, in_command=False),
+    Switch("intermediates_decode", None, str, "how step previews are made: approx (fast linear map) or vae (exact)",
+           default="approx", choices=("approx", "vae"), in_command=False, metavar="HOW"),
     Switch("outdir", "o", str, "folder for this line's images (default: the launch --outdir)",
            in_command=False, complete="path", metavar="DIR"),
 )
@@ -84,7 +91,8 @@ MODEL_DEFAULTS: dict[str, Any] = {
 
 
 def help_text() -> str:
-    lines = ["Switches (after the prompt; text in [brackets] is the negative prompt):"]
+    lines = ["Switches (after the prompt; text in [brackets] is the negative prompt;",
+             "-s, -C, -A and -f also take comma lists, e.g. -f 0.2,0.4,0.6, for a labelled sweep):"]
     for s in SWITCHES:
         meta = f" {s.metavar}" if s.metavar else ""
         rng = s.describe_range()

@@ -34,6 +34,15 @@ def parse_line(line: str, defaults: Mapping[str, Any]) -> GenerationRequest | Sh
     if _HELP.search(rest) or _HELP.fullmatch(line):
         return ShellCommand("help", "")
     values = _parse_switches(rest)
+    sweep = tuple((name, v) for name, v in values.items() if isinstance(v, tuple))
+    if len(sweep) > 2:
+        raise UsageError(f"{len(sweep)} comma lists on one line; a sweep has at most two (rows x columns)",
+                         "keep two lists, e.g. -f 0.2,0.5,0.8 -C 3,7.5")
+    values.update({name: v[0] for name, v in sweep})
+    if sweep:
+        values["sweep"] = sweep
+        if values.get("iterations", 1) > 1:
+            raise UsageError("a sweep and -n together are ambiguous", "use a sweep (comma list) or -n, not both")
     if not prompt.strip():
         raise UsageError("the line has no prompt", 'type the prompt first, e.g. "a red circle" -s 25')
     if prompt.count("[") != prompt.count("]"):
@@ -41,6 +50,8 @@ def parse_line(line: str, defaults: Mapping[str, Any]) -> GenerationRequest | Sh
     fields = {s.name: s.default for s in SWITCHES}
     fields.update({k: v for k, v in defaults.items() if k in fields})
     fields.update(values)
+    if fields["exact_steps"] and fields["init_img"] and fields["strength"] == 0:
+        raise UsageError("--exact_steps at strength 0: no step can run", "give -f above 0, or leave out --exact_steps")
     for dim in ("width", "height"):
         if fields[dim] % 8:
             s = fields[dim]
@@ -84,7 +95,11 @@ def _parse_switches(text: str) -> dict[str, Any]:
                 raise UsageError(f"{_show(sw)} needs a value", f"e.g. {_example(sw)}")
             glued = tokens[i]
             i += 1
-        values[sw.name] = convert(sw, glued)
+        if sw.sweep and "," in glued:
+            items = tuple(convert(sw, part.strip()) for part in glued.split(",") if part.strip())
+            values[sw.name] = items if len(items) > 1 else items[0]
+        else:
+            values[sw.name] = convert(sw, glued)
     return values
 
 
@@ -138,7 +153,7 @@ def _show(sw: Switch) -> str:
     return f"-{sw.short}/--{sw.name}" if sw.short else f"--{sw.name}"
 
 
-_EXAMPLES = {"steps": "25", "seed": "42", "width": "512", "height": "512", "cfg_scale": "7.5",
+_EXAMPLES = {"save_intermediates": "1", "intermediates_decode": "vae", "steps": "25", "seed": "42", "width": "512", "height": "512", "cfg_scale": "7.5",
              "sampler": "k_lms", "init_img": "drawing.png", "strength": "0.75", "iterations": "4",
              "outdir": "outputs/tries"}
 
@@ -156,13 +171,18 @@ def format_request(req: GenerationRequest) -> str:
     "prompt" -s 10 -S 42 -W 64 -H 64 -C 7.5 -A k_lms [-I path -f 0.75]"""
     q = "'" if '"' in req.prompt and "'" not in req.prompt else '"'
     parts = [q + req.prompt.replace(q, "'") + q]
+    swept = dict(req.sweep)
     for sw in SWITCHES:
-        value = getattr(req, sw.name)
-        if not sw.in_command or value is None:
+        value = swept.get(sw.name, getattr(req, sw.name))
+        if not sw.in_command or value is None or value is False:
             continue
-        if sw.name == "strength" and not req.init_img:
+        if sw.name in ("strength", "exact_steps") and not req.init_img:
             continue
         flag = f"-{sw.short}" if sw.short else f"--{sw.name}"
-        text = repr(value) if isinstance(value, float) else str(value)
+        if value is True:
+            parts.append(flag)
+            continue
+        values = value if isinstance(value, tuple) else (value,)
+        text = ",".join(repr(v) if isinstance(v, float) else str(v) for v in values)
         parts.append(f"{flag} {shlex.quote(text) if sw.kind is str else text}")
     return " ".join(parts)

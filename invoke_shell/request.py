@@ -21,7 +21,11 @@ class GenerationRequest:
     init_img: str | None = None
     strength: float = 0.75
     grid: bool = False
+    exact_steps: bool = False
+    save_intermediates: int | None = None
+    intermediates_decode: str = "approx"
     outdir: str | None = None
+    sweep: tuple[tuple[str, tuple], ...] = ()  # up to two (switch, values) axes: rows, columns
 
     @property
     def positive(self) -> str:

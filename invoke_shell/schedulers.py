@@ -74,6 +74,17 @@ def steps_run(steps: int, strength: float | None) -> int:
     return min(int(steps * strength), steps)
 
 
+def schedule_length(steps: int, strength: float | None, exact: bool = False) -> int:
+    """Length of the schedule to build. With exact steps, img2img gets the shortest schedule
+    whose tail at this strength is `steps` long (20 at 0.4 -> 50, run from step 30)."""
+    if not exact or strength is None or strength >= 1.0:
+        return steps
+    n = max(steps, int(steps / strength))
+    while steps_run(n, strength) < steps:
+        n += 1
+    return n
+
+
 @dataclass(frozen=True)
 class PlannedStep:
     index: int  # position in the full schedule

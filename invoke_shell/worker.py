@@ -13,6 +13,7 @@ import secrets
 import threading
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,8 @@ class Worker(threading.Thread):
         self.load_error: BaseException | None = None
         self.made: list[Made] = []
         self.current: Job | None = None
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="invoke-writer")  # files off the denoising path
+        self.previewer = None
 
     # ---- called from the shell thread
 
@@ -70,6 +73,10 @@ class Worker(threading.Thread):
 
     def run(self) -> None:
         self._load(self.model_name)
+        self._serve()
+        self.writer.shutdown(wait=True)
+
+    def _serve(self) -> None:
         while (job := self.jobs.get()) is not None:
             self.current = job
             try:
@@ -102,7 +109,10 @@ class Worker(threading.Thread):
 
                 log.error("model load failed\n%s", traceback.format_exc())
         else:
+            from invoke_shell.previews import LatentPreviewer
+
             self.engine, self.model_info, self.load_error = engine, info, None
+            self.previewer = LatentPreviewer.for_model(Path(info.path))
             self.model_name = info.name
             self.print(f">> model {info.name} loaded on {engine.device} in {time.perf_counter() - t0:.1f} s")
         finally:

@@ -63,8 +63,7 @@ def test_img2img_runs_int_steps_times_strength(engine, init_image, steps, streng
     result = engine.generate(req(init_img="x.png", steps=steps, strength=strength), seed=3, init_image=init_image,
                              on_step=seen.append)
     assert result.steps_run == expected
-    assert len(seen) == expected
-    assert [s.step for s in seen] == list(range(expected))
+    assert [s.step for s in seen] == list(range(expected + 1))  # step 0: what the model first sees
     assert all(s.total == expected for s in seen)
 
 
@@ -91,11 +90,36 @@ def test_cancel_stops_within_one_step(engine):
 
     def on_step(state):
         seen.append(state.step)
-        if state.step == 2:
+        if state.step == 3:
             cancel.set()
 
     with pytest.raises(Cancelled) as err:
         engine.generate(req(steps=20), seed=1, on_step=on_step, cancel=cancel)
-    assert seen == [0, 1, 2]
+    assert seen == [0, 1, 2, 3]
     assert err.value.step == 3
     assert engine.generate(req(), seed=1).steps_run == 6  # the engine still works afterwards
+
+
+@pytest.mark.parametrize("sampler", ["k_lms", "ddim", "k_euler_a", "dpmpp_2m_karras", "unipc"])
+def test_steps_report_diffusers_latents_and_a_sensible_x0(engine, tiny_pipe, sampler):
+    """Latents at each step equal those diffusers' callback exposes; the final x0 is the output."""
+    from diffusers import StableDiffusionPipeline
+
+    seen = []
+    engine.generate(req(sampler=sampler, steps=8), seed=9, on_step=seen.append)
+    ref = []
+    pipe = StableDiffusionPipeline.from_pipe(tiny_pipe, scheduler=schedulers.build(sampler, engine.base_scheduler_config, 9))
+    pipe("a red circle", negative_prompt="blurry", num_inference_steps=8, guidance_scale=7.5, height=64, width=64,
+         generator=torch.Generator().manual_seed(9), output_type="latent",
+         callback_on_step_end=lambda p, i, t, kw: ref.append(kw["latents"].clone()) or {},
+         callback_on_step_end_tensor_inputs=["latents"])
+    after = [s for s in seen if s.step > 0]
+    assert len(after) == len(ref) == 8
+    for s, r in zip(after, ref):
+        assert torch.equal(s.latents, r)
+    # at the last step the predicted x0 is (close to) the final latents: nothing is left to remove
+    last = after[-1]
+    if sampler != "k_euler_a":  # ancestral samplers add fresh noise at each step
+        assert torch.allclose(last.denoised, last.latents, atol=0.15 * float(last.latents.abs().mean()) + 1e-3)
+    assert seen[0].step == 0 and seen[0].denoised is None
+    assert seen[0].sigma > seen[-1].sigma

@@ -17,18 +17,23 @@ import torch
 from PIL import Image
 
 from invoke_shell import schedulers
+from invoke_shell.engines.tap import StepTap
 from invoke_shell.errors import Cancelled
 from invoke_shell.request import GenerationRequest
 
 
 @dataclass(frozen=True)
 class StepState:
-    """What the engine reports after each denoising step."""
+    """What the engine reports: step 0 is the latents the model first sees (noise for txt2img,
+    the noised init image for img2img); step k the latents after k steps."""
 
-    step: int  # 0-based index among the steps that run
-    total: int
+    step: int
+    total: int  # steps that run (scheduler calls: Heun-like samplers call twice per step)
     timestep: float
-    latents: torch.Tensor
+    sigma: float  # noise level of `latents`
+    latents: torch.Tensor  # exactly what diffusers' step callback exposes
+    denoised: torch.Tensor | None  # x0 the model predicted at this step (None at step 0)
+    preview_scale: float  # latents x this = a noisy picture's range (sigma-space samplers), for previews
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,7 @@ class GenerationResult:
     pixels: np.ndarray  # float32 HxWx3 in [0, 1], before rounding to 8 bits
     seed: int
     steps_run: int
+    schedule_steps: int  # length of the schedule the steps were taken from
     seconds: float
     note: str | None = None
 
@@ -68,11 +74,13 @@ class Engine:
         # 1. check
         if req.init_img and init_image is None:
             raise ValueError("img2img request without an init image")
-        steps_run = schedulers.steps_run(req.steps, req.strength if init_image is not None else None)
+        strength = req.strength if init_image is not None else None
+        schedule = schedulers.schedule_length(req.steps, strength, req.exact_steps)
+        steps_run = schedulers.steps_run(schedule, strength)
         if init_image is not None and steps_run == 0:
             pixels = np.asarray(init_image.convert("RGB"), dtype=np.float32) / 255.0
-            why = "strength 0" if req.strength == 0 else f"{req.steps} x {req.strength} rounds down to 0 steps"
-            return GenerationResult(init_image.convert("RGB"), pixels, seed, 0, time.perf_counter() - t0,
+            why = "strength 0" if req.strength == 0 else f"{schedule} x {req.strength} rounds down to 0 steps"
+            return GenerationResult(init_image.convert("RGB"), pixels, seed, 0, schedule, time.perf_counter() - t0,
                                     note=f"{why}: the init image is returned unchanged")
         # 2. a fresh scheduler and a pipeline view over the shared components
         scheduler = schedulers.build(req.sampler, self.base_scheduler_config, seed)
@@ -83,11 +91,18 @@ class Engine:
             pipe = self._img2img_cls.from_pipe(self.txt2img, scheduler=scheduler)
             inputs = {"image": init_image.convert("RGB"), "strength": req.strength}
         pipe.set_progress_bar_config(disable=True)
+        tap = StepTap(scheduler)
 
         # 3. denoise, reporting each step; Ctrl-C raises from the callback to stop at once
         def callback(p, i: int, t, kwargs: dict) -> dict:
             if on_step is not None:
-                on_step(StepState(i, p.num_timesteps, float(t), kwargs["latents"]))
+                total = p.num_timesteps
+                if i == 0:
+                    on_step(StepState(0, total, float(t), tap.start_sigma, tap.start, None,
+                                      tap.vp_scale(tap.start_sigma)))
+                latents = kwargs["latents"]
+                after = tap.level_after()
+                on_step(StepState(i + 1, total, float(t), after, latents, tap.denoised, tap.vp_scale(after)))
             if cancel is not None and cancel.is_set():
                 raise Cancelled(i + 1)
             return {}
@@ -96,7 +111,7 @@ class Engine:
         out = pipe(
             prompt=req.positive,
             negative_prompt=req.negative or None,
-            num_inference_steps=req.steps,
+            num_inference_steps=schedule,
             guidance_scale=req.cfg_scale,
             generator=generator,
             output_type="np",
@@ -107,4 +122,12 @@ class Engine:
         # 4. return
         pixels = out.images[0].astype(np.float32)
         image = Image.fromarray((pixels * 255).round().astype(np.uint8))
-        return GenerationResult(image, pixels, seed, steps_run, time.perf_counter() - t0)
+        return GenerationResult(image, pixels, seed, steps_run, schedule, time.perf_counter() - t0)
+
+    def decode(self, latents: torch.Tensor) -> Image.Image:
+        """The exact picture of some latents (the full VAE decode), for step previews."""
+        vae = self.txt2img.vae
+        with torch.no_grad():
+            x = vae.decode(latents.to(vae.device, vae.dtype) / vae.config.scaling_factor).sample
+        u8 = ((x[0].float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+        return Image.fromarray(u8)
