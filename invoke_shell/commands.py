@@ -12,6 +12,7 @@ from invoke_shell.errors import UsageError, did_you_mean
 from invoke_shell.fetch import fetch
 from invoke_shell.params import help_text
 from invoke_shell.parsing import format_request
+from invoke_shell.worker import Job
 
 if TYPE_CHECKING:
     from invoke_shell.repl import Shell
@@ -106,6 +107,33 @@ def _replay(shell: Shell, args: str) -> None:
     shell.replay(path)
 
 
+def _schedule(shell: Shell, args: str) -> None:
+    from invoke_shell.parsing import parse_switches
+
+    values = parse_switches(args)
+    allowed = {"sampler", "steps", "strength", "exact_steps"}
+    if set(values) - allowed:
+        extra = sorted(set(values) - allowed)[0]
+        raise UsageError(f"!schedule does not take --{extra}", "use -A SAMPLER, -s STEPS, -f STRENGTH, --exact_steps")
+    if any(isinstance(v, tuple) for v in values.values()):
+        raise UsageError("!schedule takes one value per switch", "e.g. !schedule -A k_lms -s 10 -f 0.7")
+    d = shell.model_entry.defaults
+    sampler = values.get("sampler", d["sampler"])
+    steps = values.get("steps", d["steps"])
+    strength = values.get("strength")
+    exact = values.get("exact_steps", False)
+    outdir = shell.worker.outdir
+
+    def action(worker) -> None:
+        from invoke_shell.schedule_view import plot, table
+
+        worker.print(table(sampler, worker.engine.base_scheduler_config, steps, strength, exact))
+        path = plot(outdir, sampler, worker.engine.base_scheduler_config, steps, strength, exact)
+        worker.print(f">> plot: {path}")
+
+    shell.wait(shell.worker.submit(Job(None, action=action)))
+
+
 COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (
@@ -115,6 +143,8 @@ COMMANDS: dict[str, Command] = {
         Command("history", "!history [N]", "the last N images of this session, numbered", _history),
         Command("N", "!N", "put command N (see !history) back at the prompt to edit", lambda s, a: None),
         Command("fetch", "!fetch PNG|DIR|GLOB", "read the command stored in a PNG (ours, InvokeAI, A1111)", _fetch),
+        Command("schedule", "!schedule [-A S] [-s N] [-f X]", "the steps that will run, as a table and a sigma plot",
+                _schedule),
         Command("replay", "!replay FILE", "run the commands in FILE (blank lines and # comments skipped)", _replay),
     )
 }

@@ -73,6 +73,11 @@ def _split_prompt(line: str) -> tuple[str, str]:
     return line[: m.start(1)], line[m.start(1) :]
 
 
+def parse_switches(text: str) -> dict[str, Any]:
+    """Switches alone (for ! commands that take some), checked against the same table."""
+    return _parse_switches(text)
+
+
 def _parse_switches(text: str) -> dict[str, Any]:
     try:
         tokens = shlex.split(text)

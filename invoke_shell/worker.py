@@ -24,8 +24,9 @@ from invoke_shell.request import GenerationRequest
 
 @dataclass
 class Job:
-    request: GenerationRequest | None  # None: a model switch
+    request: GenerationRequest | None  # None: a model switch or an action
     model: str | None = None
+    action: Callable[[Worker], None] | None = None  # work that needs the model (e.g. !schedule)
     done: threading.Event = field(default_factory=threading.Event)
     cancel: threading.Event = field(default_factory=threading.Event)
     outputs: list[Path] = field(default_factory=list)
@@ -80,13 +81,15 @@ class Worker(threading.Thread):
         while (job := self.jobs.get()) is not None:
             self.current = job
             try:
-                if job.request is None:
+                if job.request is None and job.action is None:
                     self._load(job.model)
                     if self.load_error:
                         job.error = self.load_error
                 elif self.engine is None:
                     job.error = UsageError(f"no model is loaded ({self.load_error})",
                                            "fix models.yaml, or load another model with !switch NAME")
+                elif job.action is not None:
+                    job.action(self)
                 else:
                     self._run(job)
             except BaseException as e:  # reported to the shell, which decides how to show it
