@@ -62,7 +62,7 @@ SWITCHES: tuple[Switch, ...] = (
            low=0.0, high=50.0, metavar="X", sweep=True),
     Switch("sampler", "A", str, "sampler (scheduler) to use", choices=SAMPLER_NAMES,
            aliases=("sampler_name",), complete="sampler", metavar="NAME", sweep=True),
-    Switch("init_img", "I", str, "init image for img2img (path to a PNG or JPEG)",
+    Switch("init_img", "I", str, "init image for img2img: a PNG/JPEG path, or -1 (or last) for the previous image, -2 ...",
            aliases=("init_image",), complete="path", metavar="PATH"),
     Switch("strength", "f", float, "img2img strength: 0 keeps the init image, 1 redraws it",
            default=0.75, low=0.0, high=1.0, metavar="X", sweep=True),
