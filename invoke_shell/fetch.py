@@ -76,8 +76,9 @@ def from_invokeai_json(raw: str) -> Fetched:
                                           ("-C", image.get("cfg_scale")), ("-A", sampler)]
     if image.get("type") == "img2img" or image.get("init_image_path"):
         switches += [("-I", image.get("init_image_path")), ("-f", image.get("strength"))]
-    if image.get("variations"):
-        notes.append("variations are not reproduced yet; left out")
+    variations = image.get("variations") or []
+    if variations:
+        switches.append(("-V", ",".join(f"{v['seed']}:{v['weight']}" for v in variations)))
     return Fetched(_command(prompt, "", switches), "sd-metadata", notes)
 
 

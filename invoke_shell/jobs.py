@@ -7,6 +7,7 @@ Intermediates are written by the worker's writer thread while the next image is 
 from __future__ import annotations
 
 import itertools
+import secrets
 import sys
 from concurrent.futures import Future
 from pathlib import Path
@@ -41,6 +42,11 @@ def run_request(worker: Worker, job: Job) -> None:
     if req.sweep:
         cells = [req.with_(**dict(zip([n for n, _ in req.sweep], combo)), sweep=(), seed=first_seed)
                  for combo in itertools.product(*[values for _, values in req.sweep])]
+    elif req.variation_amount > 0:  # one seed, each image blending in another seed's noise
+        chain = req.with_variations or ()
+        cells = [req.with_(seed=first_seed, iterations=1, variation_amount=0.0,
+                           with_variations=(*chain, (secrets.randbelow(2**32), req.variation_amount)))
+                 for _ in range(req.iterations)]
     else:
         cells = [req.with_(seed=(first_seed + i) % 2**32, iterations=1) for i in range(req.iterations)]
     images = []

@@ -38,7 +38,7 @@ def sd_metadata(req: GenerationRequest, model: ModelInfo, steps_run: int, schedu
         "type": req.kind,
         "strength": req.strength if req.init_img else None,
         "init_image_path": req.init_img,
-        "variations": [],
+        "variations": [{"seed": s, "weight": w} for s, w in req.with_variations or ()],
         "postprocessing": None,
         # this shell's own keys
         "steps_run": steps_run,

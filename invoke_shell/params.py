@@ -70,6 +70,10 @@ SWITCHES: tuple[Switch, ...] = (
            "(20 at -f 0.4 runs a 50-step schedule from step 30)", default=False, metavar=""),
     Switch("iterations", "n", int, "how many images to make (seeds seed, seed+1, ...)",
            default=1, low=1, high=1000, in_command=False),
+    Switch("variation_amount", "v", float, "with -n: variations of one seed's image, each blending this much "
+           "of another seed's noise", default=0.0, low=0.0, high=1.0, in_command=False, metavar="X"),
+    Switch("with_variations", "V", str, "reproduce a variation chain: seed:weight,seed:weight (as stored in the PNG)",
+           metavar="CHAIN"),
     Switch("grid", "g", bool, "with -n: also write one grid picture of all the images", default=False,
            in_command=False, metavar=""),
     Switch("save_intermediates", None, int, "save every Nth step's latents and previews (and always the last)",

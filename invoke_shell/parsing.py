@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from invoke_shell.errors import UsageError, did_you_mean
-from invoke_shell.params import BY_LONG, BY_SHORT, SWITCHES, Switch
+from invoke_shell.params import BY_LONG, BY_NAME, BY_SHORT, SWITCHES, Switch
 from invoke_shell.request import GenerationRequest, ShellCommand
 
 _SWITCH_START = re.compile(r"(?:^|\s)(--?[A-Za-z])")
@@ -34,7 +34,7 @@ def parse_line(line: str, defaults: Mapping[str, Any]) -> GenerationRequest | Sh
     if _HELP.search(rest) or _HELP.fullmatch(line):
         return ShellCommand("help", "")
     values = _parse_switches(rest)
-    sweep = tuple((name, v) for name, v in values.items() if isinstance(v, tuple))
+    sweep = tuple((name, v) for name, v in values.items() if BY_NAME[name].sweep and isinstance(v, tuple))
     if len(sweep) > 2:
         raise UsageError(f"{len(sweep)} comma lists on one line; a sweep has at most two (rows x columns)",
                          "keep two lists, e.g. -f 0.2,0.5,0.8 -C 3,7.5")
@@ -50,6 +50,8 @@ def parse_line(line: str, defaults: Mapping[str, Any]) -> GenerationRequest | Sh
     fields = {s.name: s.default for s in SWITCHES}
     fields.update({k: v for k, v in defaults.items() if k in fields})
     fields.update(values)
+    if (fields["variation_amount"] or fields["with_variations"]) and fields["init_img"]:
+        raise UsageError("variations work on txt2img images only", "leave out -I, or leave out -v/-V")
     if fields["exact_steps"] and fields["init_img"] and fields["strength"] == 0:
         raise UsageError("--exact_steps at strength 0: no step can run", "give -f above 0, or leave out --exact_steps")
     for dim in ("width", "height"):
@@ -143,6 +145,8 @@ def convert(sw: Switch, raw: str) -> Any:
             raise UsageError(f"{_show(sw)} expects a number, got {raw!r}", f"e.g. {_example(sw)}") from None
         if value != value or value in (float("inf"), float("-inf")):
             raise UsageError(f"{_show(sw)} expects a finite number, got {raw!r}", f"e.g. {_example(sw)}")
+    elif sw.name == "with_variations":
+        return parse_variations(raw)
     else:
         value = raw
     if sw.choices and value not in sw.choices:
@@ -154,11 +158,27 @@ def convert(sw: Switch, raw: str) -> Any:
     return value
 
 
+def parse_variations(raw: str) -> tuple[tuple[int, float], ...]:
+    """`seed:weight,seed:weight` -> ((seed, weight), ...), checked."""
+    chain = []
+    for part in raw.split(","):
+        seed, colon, weight = part.strip().partition(":")
+        try:
+            pair = (int(seed), float(weight))
+        except ValueError:
+            pair = None
+        if not colon or pair is None or not 0 <= pair[0] < 2**32 or not 0 <= pair[1] <= 1:
+            raise UsageError(f"-V/--with_variations expects seed:weight pairs, got {part.strip()!r}",
+                             "e.g. -V 1234:0.2,5678:0.1 (seeds 0..4294967295, weights 0..1)")
+        chain.append(pair)
+    return tuple(chain)
+
+
 def _show(sw: Switch) -> str:
     return f"-{sw.short}/--{sw.name}" if sw.short else f"--{sw.name}"
 
 
-_EXAMPLES = {"save_intermediates": "1", "intermediates_decode": "vae", "steps": "25", "seed": "42", "width": "512", "height": "512", "cfg_scale": "7.5",
+_EXAMPLES = {"variation_amount": "0.2", "with_variations": "1234:0.2", "save_intermediates": "1", "intermediates_decode": "vae", "steps": "25", "seed": "42", "width": "512", "height": "512", "cfg_scale": "7.5",
              "sampler": "k_lms", "init_img": "drawing.png", "strength": "0.75", "iterations": "4",
              "outdir": "outputs/tries"}
 
@@ -186,6 +206,9 @@ def format_request(req: GenerationRequest) -> str:
         flag = f"-{sw.short}" if sw.short else f"--{sw.name}"
         if value is True:
             parts.append(flag)
+            continue
+        if sw.name == "with_variations":
+            parts.append(f"{flag} " + ",".join(f"{s}:{w!r}" for s, w in value))
             continue
         values = value if isinstance(value, tuple) else (value,)
         text = ",".join(repr(v) if isinstance(v, float) else str(v) for v in values)

@@ -20,6 +20,8 @@ class GenerationRequest:
     iterations: int = 1
     init_img: str | None = None
     strength: float = 0.75
+    variation_amount: float = 0.0
+    with_variations: tuple[tuple[int, float], ...] | None = None  # ((seed, weight), ...) blended in order
     grid: bool = False
     exact_steps: bool = False
     save_intermediates: int | None = None

@@ -146,3 +146,36 @@ def test_buffer_gets_the_recalled_command_in_a_real_session(make_shell, tmp_path
         shell.run_interactive(None, input=inp, output=DummyOutput())
     out = tmp_path / "out" / "img-samples"
     assert Image.open(out / "000002.7.png").text["Dream"] == '"first" -s 2 -S 7 -W 64 -H 64 -C 3.0 -A k_lms'
+
+
+def test_variations_reproduce_bit_identically_from_their_stored_command(make_shell, tmp_path):
+    import numpy as np
+
+    shell = make_shell()
+    shell.handle("a red circle -S 42 -s 4 -v 0.3 -n 2")
+    out = tmp_path / "out" / "img-samples"
+    first, second = out / "000001.42.png", out / "000002.42.png"
+    dream = Image.open(first).text["Dream"]
+    assert " -S 42 " in dream and " -V " in dream and ":0.3" in dream
+    assert json.loads(Image.open(first).text["sd-metadata"])["image"]["variations"][0]["weight"] == 0.3
+    assert not np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(second)))
+    shell.handle(dream)  # replaying the stored command gives the same pixels
+    assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(out / "000003.42.png")))
+    shell.handle("a red circle -S 42 -s 4")  # no variation: a third, different picture
+    assert not np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(out / "000004.42.png")))
+    # a chain: vary the variation, and fetch puts the whole chain back
+    chain = dream.split(" -V ")[1].split()[0]
+    shell.handle(f"a red circle -S 42 -s 4 -V {chain} -v 0.1 -n 1")
+    dream5 = Image.open(out / "000005.42.png").text["Dream"]
+    assert f"-V {chain}," in dream5
+    shell.lines.clear()
+    shell.handle(f"!fetch {out / '000005.42.png'}")
+    assert shell.lines == [dream5]
+
+
+@pytest.mark.parametrize("bad", ["-V 12", "-V x:0.2", "-V 12:1.5", "-v 0.2 -I a.png"])
+def test_bad_variation_switches(bad):
+    from invoke_shell.parsing import parse_line
+
+    with pytest.raises(UsageError):
+        parse_line(f"a cat {bad}", {"steps": 6, "cfg_scale": 7.5, "sampler": "k_lms", "width": 64, "height": 64})

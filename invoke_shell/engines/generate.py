@@ -108,6 +108,10 @@ class Engine:
             return {}
 
         generator = torch.Generator("cpu").manual_seed(seed)  # CPU noise: same picture on any device
+        if init_image is None:
+            # draw the starting noise as diffusers would (same generator, same dtype), so that
+            # variations can blend it and the generator goes on to feed ancestral samplers
+            inputs["latents"] = self.noise(req, generator)
         out = pipe(
             prompt=req.positive,
             negative_prompt=req.negative or None,
@@ -124,6 +128,16 @@ class Engine:
         image = Image.fromarray((pixels * 255).round().astype(np.uint8))
         return GenerationResult(image, pixels, seed, steps_run, schedule, time.perf_counter() - t0)
 
+    def noise(self, req: GenerationRequest, generator: torch.Generator) -> torch.Tensor:
+        unet, vae = self.txt2img.unet, self.txt2img.vae
+        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        shape = (1, unet.config.in_channels, req.height // factor, req.width // factor)
+        noise = torch.randn(shape, generator=generator, dtype=unet.dtype)
+        for vseed, weight in req.with_variations or ():
+            other = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(vseed), dtype=unet.dtype)
+            noise = slerp(weight, noise.float(), other.float()).to(unet.dtype)
+        return noise
+
     def decode(self, latents: torch.Tensor) -> Image.Image:
         """The exact picture of some latents (the full VAE decode), for step previews."""
         vae = self.txt2img.vae
@@ -131,3 +145,12 @@ class Engine:
             x = vae.decode(latents.to(vae.device, vae.dtype) / vae.config.scaling_factor).sample
         u8 = ((x[0].float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
         return Image.fromarray(u8)
+
+
+def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor, threshold: float = 0.9995) -> torch.Tensor:
+    """Spherical interpolation between two noise tensors (keeps the blend's norm noise-like)."""
+    dot = float((v0 * v1).sum() / (v0.norm() * v1.norm()))
+    if abs(dot) > threshold:
+        return (1 - t) * v0 + t * v1
+    theta = torch.tensor(dot).acos()
+    return (torch.sin((1 - t) * theta) * v0 + torch.sin(t * theta) * v1) / torch.sin(theta)
