@@ -134,6 +134,30 @@ def _schedule(shell: Shell, args: str) -> None:
     shell.wait(shell.worker.submit(Job(None, action=action)))
 
 
+def _queue(shell: Shell, args: str) -> None:
+    w = shell.worker
+    if w.current is not None and w.current.request is not None:
+        step = f" (step {w.progress[0]}/{w.progress[1]})" if w.progress else ""
+        shell.print(f" running{step}: {w.current.line}")
+    queued = w.queued()
+    for i, job in enumerate(queued, 1):
+        shell.print(f"{i:>4}  {job.line}")
+    if not queued and w.current is None:
+        shell.print(">> nothing queued")
+
+
+def _cancel(shell: Shell, args: str) -> None:
+    if not args:
+        if not shell.cancel_running():
+            raise UsageError("no image is being made", "!cancel N removes queued line N (see !queue)")
+        shell.print(">> cancelling the running image")
+        return
+    if not args.isdigit():
+        raise UsageError(f"!cancel takes a queue number, got {args!r}", "e.g. !cancel 2 (see !queue)")
+    job = shell.worker.drop(int(args))
+    shell.print(f">> removed from the queue: {job.line}")
+
+
 COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (
@@ -143,6 +167,8 @@ COMMANDS: dict[str, Command] = {
         Command("history", "!history [N]", "the last N images of this session, numbered", _history),
         Command("N", "!N", "put command N (see !history) back at the prompt to edit", lambda s, a: None),
         Command("fetch", "!fetch PNG|DIR|GLOB", "read the command stored in a PNG (ours, InvokeAI, A1111)", _fetch),
+        Command("queue", "!queue", "the running line and the lines waiting after it", _queue),
+        Command("cancel", "!cancel [N]", "stop the running image, or remove queued line N", _cancel),
         Command("schedule", "!schedule [-A S] [-s N] [-f X]", "the steps that will run, as a table and a sigma plot",
                 _schedule),
         Command("replay", "!replay FILE", "run the commands in FILE (blank lines and # comments skipped)", _replay),

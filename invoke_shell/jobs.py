@@ -86,9 +86,10 @@ def make_one(worker: Worker, job: Job, req: GenerationRequest, init: Image.Image
     # the real stderr: the prompt is not on screen while a line runs, and a patched
     # stream would hold back the bar's carriage-return redraws
     bar = tqdm(total=None, desc=f"seed {req.seed}", unit="step", file=sys.__stderr__, leave=False,
-               dynamic_ncols=True, disable=None)
+               dynamic_ncols=True, disable=True if job.background else None)  # queued: the toolbar shows it
 
     def on_step(state):
+        worker.progress = (state.step, state.total)
         if state.step == 0:
             bar.total = state.total
         else:

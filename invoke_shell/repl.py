@@ -7,6 +7,7 @@ terminal, or line by line from standard input when that is a pipe or a file.
 from __future__ import annotations
 
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -31,7 +32,8 @@ class Shell:
         self.print = printer
         self.raise_errors = raise_errors  # tests see bugs as exceptions; users see a short report
         self.pending_edit = ""  # text for the next prompt's buffer (!N, !fetch)
-        self.interactive = False
+        self.interactive = False  # in a terminal: lines queue up and the prompt comes back at once
+        worker.report = self._report_background_error
 
     def edit(self, command: str) -> None:
         """Offer `command` for editing: in the next prompt's buffer, or printed when piped."""
@@ -62,7 +64,17 @@ class Shell:
                 return True
             if parsed.init_img and not is_recall(parsed.init_img):
                 check_init_path(parsed.init_img)
-            self.wait(self.worker.submit(Job(parsed)))
+            job = Job(parsed, line=line.strip())
+            if not self.interactive:
+                self.wait(self.worker.submit(job))
+                return True
+            job.background = True
+            ahead = len(self.worker.queued()) + (self.worker.current is not None)
+            self.worker.submit(job)
+            if not self.worker.ready.is_set():
+                self.print(">> queued: the model is still loading")
+            elif ahead:
+                self.print(f">> queued ({ahead} ahead of it; !queue lists them)")
         except UsageError as e:
             self.print(f"{where}: {e.show()}" if where else e.show())
         except Exception as e:
@@ -92,14 +104,40 @@ class Shell:
             self._show_job_error(job.error)
         return job
 
-    def _show_job_error(self, e: BaseException) -> None:
+    def _report_background_error(self, e: BaseException) -> None:
+        try:
+            self._show_job_error(e, raise_bugs=False)
+        except Exception:  # reporting must never take the worker down
+            pass
+
+    def cancel_running(self) -> bool:
+        job = self.worker.current
+        if job is None or job.request is None:
+            return False
+        job.cancel.set()
+        return True
+
+    def finish_queue(self) -> None:
+        """On leaving: let queued lines finish (Ctrl-C drops them and stops the running one)."""
+        if not self.worker.busy():
+            return
+        self.print(f">> finishing {len(self.worker.queued()) + 1} line(s) before leaving; Ctrl-C stops them")
+        try:
+            while self.worker.busy():
+                time.sleep(0.05)
+        except KeyboardInterrupt:
+            for _ in self.worker.queued():
+                self.worker.drop(1)
+            self.cancel_running()
+
+    def _show_job_error(self, e: BaseException, raise_bugs: bool = True) -> None:
         from invoke_shell.errors import Cancelled
 
         if isinstance(e, Cancelled):
             self.print(f">> generation cancelled at step {e.step}; the model is still loaded")
         elif isinstance(e, UsageError):
             self.print(e.show())
-        elif self.raise_errors:
+        elif self.raise_errors and raise_bugs:
             raise e
         else:
             self.report_bug(e)
@@ -133,10 +171,23 @@ class Shell:
 
         from invoke_shell.completion import ShellCompleter
 
+        from prompt_toolkit.key_binding import KeyBindings
+
+        keys = KeyBindings()
+
+        @keys.add("c-c")
+        def _(event) -> None:
+            """Ctrl-C: clear the line; on an empty line, stop the running image."""
+            buffer = event.app.current_buffer
+            if not buffer.text and self.cancel_running():
+                return
+            buffer.reset()
+
         history = FileHistory(str(history_file)) if history_file else InMemoryHistory()
         session: PromptSession[str] = PromptSession(
             history=history, auto_suggest=AutoSuggestFromHistory(), completer=ShellCompleter(self),
-            complete_while_typing=False, bottom_toolbar=self.toolbar, **session_options)
+            complete_while_typing=False, bottom_toolbar=self.toolbar, refresh_interval=0.25,
+            key_bindings=keys, **session_options)
         self.interactive = True
         with patch_stdout(raw=True):
             while True:
@@ -149,6 +200,7 @@ class Shell:
                     break
                 if not self.handle(line):
                     break
+            self.finish_queue()
 
 
     def toolbar(self) -> str:
@@ -156,7 +208,12 @@ class Shell:
         state = "ready" if w.ready.is_set() and w.engine is not None else "loading..." if not w.ready.is_set() else "no model"
         device = str(w.engine.device) if w.engine is not None else "-"
         last = w.made[-1].request.seed if w.made else "-"
-        return f" model {self.model_entry.name} ({state}) | device {device} | last seed {last} | !help"
+        running = ""
+        if w.progress:
+            step, total = w.progress
+            running = f" | running {step}/{total} " + "#" * (10 * step // max(total, 1)) + "." * (10 - 10 * step // max(total, 1))
+        return (f" model {self.model_entry.name} ({state}) | device {device} | last seed {last} | "
+                f"queue {len(w.queued())}{running}")
 
 
 def stdin_is_terminal() -> bool:

@@ -1,20 +1,21 @@
 """One worker thread owns the model: it loads it at launch and runs one request at a time.
 
-The shell (which imports no torch) submits Jobs and waits on them; Ctrl-C sets a job's cancel
-event, and the engine stops within one step. Seeds are resolved here, at run time, so -S-1
-always means the image made just before.
+The shell (which imports no torch) submits Jobs: in a terminal it goes back to the prompt at
+once and the jobs wait in a queue (`!queue`, `!cancel`); over a pipe it waits for each. Ctrl-C
+sets a job's cancel event and the engine stops within one step. Seeds are resolved here, at run
+time, so -S-1 always means the image made just before.
 """
 
 from __future__ import annotations
 
 import hashlib
-import queue
 import secrets
 import threading
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,8 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     outputs: list[Path] = field(default_factory=list)
     error: BaseException | None = None
+    line: str = ""  # as typed, for !queue
+    background: bool = False  # nobody waits on it: the worker reports its errors itself
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,10 @@ class Worker(threading.Thread):
     def __init__(self, load_model: Callable[[str | None], object], printer: Callable[[str], None],
                  outdir: Path, model_name: str | None) -> None:
         super().__init__(name="invoke-worker", daemon=True)
-        self.jobs: queue.Queue[Job | None] = queue.Queue()
+        self.pending: deque[Job | None] = deque()
+        self.wake = threading.Condition()
+        self.progress: tuple[int, int] | None = None  # (step, total) of the running image
+        self.report: Callable[[BaseException], None] = lambda e: printer(f"error: {e}")
         self.ready = threading.Event()
         self.load_model = load_model
         self.print = printer
@@ -64,11 +70,34 @@ class Worker(threading.Thread):
     # ---- called from the shell thread
 
     def submit(self, job: Job) -> Job:
-        self.jobs.put(job)
+        with self.wake:
+            self.pending.append(job)
+            self.wake.notify()
         return job
 
     def stop(self) -> None:
-        self.jobs.put(None)
+        with self.wake:
+            self.pending.append(None)
+            self.wake.notify()
+
+    def queued(self) -> list[Job]:
+        with self.wake:
+            return [j for j in self.pending if j is not None]
+
+    def drop(self, number: int) -> Job:
+        """Remove queued job `number` (1 = next to run) before it starts."""
+        with self.wake:
+            jobs = [j for j in self.pending if j is not None]
+            if not 1 <= number <= len(jobs):
+                raise UsageError(f"there is no queued line {number} ({len(jobs)} queued)", "see !queue")
+            job = jobs[number - 1]
+            self.pending.remove(job)
+        job.error = Cancelled(0)
+        job.done.set()
+        return job
+
+    def busy(self) -> bool:
+        return self.current is not None or bool(self.queued())
 
     # ---- the thread
 
@@ -77,8 +106,14 @@ class Worker(threading.Thread):
         self._serve()
         self.writer.shutdown(wait=True)
 
+    def _next(self) -> Job | None:
+        with self.wake:
+            while not self.pending:
+                self.wake.wait()
+            return self.pending.popleft()
+
     def _serve(self) -> None:
-        while (job := self.jobs.get()) is not None:
+        while (job := self._next()) is not None:
             self.current = job
             try:
                 if job.request is None and job.action is None:
@@ -96,6 +131,9 @@ class Worker(threading.Thread):
                 job.error = e
             finally:
                 self.current = None
+                self.progress = None
+                if job.background and job.error is not None:
+                    self.report(job.error)
                 job.done.set()
 
     def _load(self, name: str | None) -> None:

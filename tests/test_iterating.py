@@ -133,19 +133,74 @@ def test_completion(make_shell, tmp_path):
     assert completions(shell, f"a cat -I {tmp_path}/dra") == [f"{tmp_path}/drawing.png"]
 
 
-def test_buffer_gets_the_recalled_command_in_a_real_session(make_shell, tmp_path):
-    from prompt_toolkit.input import create_pipe_input
-    from prompt_toolkit.output import DummyOutput
+class LiveSession:
+    """A real PromptSession on pipe input, run on its own thread so the test can type at it."""
 
+    def __init__(self, shell):
+        import threading
+
+        from prompt_toolkit.input import create_pipe_input
+        from prompt_toolkit.output import DummyOutput
+
+        self.shell = shell
+        self._pipe = create_pipe_input()
+        self.inp = self._pipe.__enter__()
+        self.thread = threading.Thread(
+            target=shell.run_interactive, args=(None,), kwargs={"input": self.inp, "output": DummyOutput()})
+        self.thread.start()
+
+    def type(self, text):
+        self.inp.send_text(text)
+
+    def wait_for(self, predicate, timeout=60):
+        import time
+
+        end = time.time() + timeout
+        while not predicate():
+            assert time.time() < end, "timed out"
+            time.sleep(0.05)
+
+    def close(self):
+        self.type("exit\r")
+        self.thread.join(timeout=120)
+        self._pipe.__exit__(None, None, None)
+        assert not self.thread.is_alive()
+
+
+def test_buffer_gets_the_recalled_command_in_a_real_session(make_shell, tmp_path):
     shell = make_shell()
-    with create_pipe_input() as inp:
-        inp.send_text("first -S 7 -s 2\r")
-        inp.send_text("!1\r")
-        inp.send_text(" -C 3\r")  # appended to the recalled command in the buffer
-        inp.send_text("exit\r")
-        shell.run_interactive(None, input=inp, output=DummyOutput())
     out = tmp_path / "out" / "img-samples"
+    live = LiveSession(shell)
+    live.type("first -S 7 -s 2\r")
+    live.wait_for(lambda: (out / "000001.7.png").exists() and not shell.worker.busy())
+    live.type("!1\r")
+    live.type(" -C 3\r")  # appended to the recalled command in the buffer
+    live.close()
     assert Image.open(out / "000002.7.png").text["Dream"] == '"first" -s 2 -S 7 -W 64 -H 64 -C 3.0 -A k_lms'
+
+
+def test_lines_queue_while_an_image_is_made_and_can_be_cancelled(make_shell, tmp_path):
+    shell = make_shell()
+    out = tmp_path / "out" / "img-samples"
+    live = LiveSession(shell)
+    live.wait_for(lambda: shell.worker.ready.is_set())
+    live.type("slow one -s 1000 -S 1\r")
+    live.wait_for(lambda: shell.worker.progress is not None)
+    live.type("second -s 2 -S 2\r")
+    live.type("third -s 2 -S 3\r")
+    live.wait_for(lambda: len(shell.worker.queued()) == 2)
+    assert "queue 2 | running" in shell.toolbar()
+    shell.lines.clear()
+    live.type("!queue\r")
+    live.wait_for(lambda: any("third -s 2 -S 3" in line for line in shell.lines))
+    assert any(line.strip().startswith("running") and "slow one" in line for line in shell.lines)
+    live.type("!cancel 1\r")  # drop "second"
+    live.wait_for(lambda: len(shell.worker.queued()) == 1)
+    live.type("\x03")  # Ctrl-C on an empty line stops the running image only
+    live.wait_for(lambda: (out / "000001.3.png").exists())
+    live.close()
+    assert sorted(p.name for p in out.glob("*.png")) == ["000001.3.png"]
+    assert any("generation cancelled at step" in line for line in shell.lines)
 
 
 def test_variations_reproduce_bit_identically_from_their_stored_command(make_shell, tmp_path):
