@@ -38,6 +38,16 @@ def run_request(worker: Worker, job: Job) -> None:
             worker.print(f">> {note}")
         if not req.sweep:
             worker.print(">> " + describe_img2img(req))
+    prompts = worker.engine.prompts
+    if req.log_tokenization:
+        for label, text in (("prompt", req.positive), ("negative", req.negative)):
+            if text:
+                worker.print(f">> {label}: {prompts.describe(text)}")
+    for text in (req.positive, req.negative):
+        n = prompts.token_count(text)
+        if n > prompts.window:
+            worker.print(f">> a prompt of {n} tokens is longer than the encoder's {prompts.window}: "
+                         f"encoded in {-(-n // prompts.window)} chunks, not cut")
     pending: list[Future] = []
     if req.sweep:
         cells = [req.with_(**dict(zip([n for n, _ in req.sweep], combo)), sweep=(), seed=first_seed)

@@ -74,6 +74,8 @@ SWITCHES: tuple[Switch, ...] = (
            "of another seed's noise", default=0.0, low=0.0, high=1.0, in_command=False, metavar="X"),
     Switch("with_variations", "V", str, "reproduce a variation chain: seed:weight,seed:weight (as stored in the PNG)",
            metavar="CHAIN"),
+    Switch("log_tokenization", "t", bool, "print how the prompt was tokenised: each token, its weight, the chunks",
+           default=False, in_command=False, metavar=""),
     Switch("grid", "g", bool, "with -n: also write one grid picture of all the images", default=False,
            in_command=False, metavar=""),
     Switch("save_intermediates", None, int, "save every Nth step's latents and previews (and always the last)",

@@ -22,6 +22,7 @@ class GenerationRequest:
     strength: float = 0.75
     variation_amount: float = 0.0
     with_variations: tuple[tuple[int, float], ...] | None = None  # ((seed, weight), ...) blended in order
+    log_tokenization: bool = False
     grid: bool = False
     exact_steps: bool = False
     save_intermediates: int | None = None

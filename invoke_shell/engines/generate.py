@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from invoke_shell import schedulers
+from invoke_shell.engines.prompts import PromptEncoder
 from invoke_shell.engines.tap import StepTap
 from invoke_shell.errors import Cancelled
 from invoke_shell.request import GenerationRequest
@@ -57,6 +58,7 @@ class Engine:
         self.txt2img = pipe if type(pipe) is StableDiffusionPipeline else StableDiffusionPipeline.from_pipe(pipe)
         self._img2img_cls = StableDiffusionImg2ImgPipeline
         self.base_scheduler_config = dict(pipe.scheduler.config)
+        self.prompts = PromptEncoder(self.txt2img)
 
     @property
     def device(self) -> torch.device:
@@ -107,14 +109,18 @@ class Engine:
                 raise Cancelled(i + 1)
             return {}
 
+        if self.prompts.needs_compel(req.positive, req.negative):  # weights or a long prompt
+            cond, uncond = self.prompts.encode(req.positive, req.negative)
+            text = {"prompt_embeds": cond, "negative_prompt_embeds": uncond}
+        else:
+            text = {"prompt": req.positive, "negative_prompt": req.negative or None}
         generator = torch.Generator("cpu").manual_seed(seed)  # CPU noise: same picture on any device
         if init_image is None:
             # draw the starting noise as diffusers would (same generator, same dtype), so that
             # variations can blend it and the generator goes on to feed ancestral samplers
             inputs["latents"] = self.noise(req, generator)
         out = pipe(
-            prompt=req.positive,
-            negative_prompt=req.negative or None,
+            **text,
             num_inference_steps=schedule,
             guidance_scale=req.cfg_scale,
             generator=generator,

@@ -1,0 +1,71 @@
+"""Prompt weighting and long prompts, through the compel library.
+
+Plain prompts that fit the text encoder go through diffusers' own encoder (so pixels equal
+diffusers'); a prompt with weights - InvokeAI 2.3's `(word)1.3`, `word+`, `word-`, or
+AUTOMATIC1111's `(word:1.3)`, converted first - or one longer than the encoder's window is
+encoded by compel, long ones in chunks rather than cut.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+
+_A1111 = re.compile(r"\(([^():]+):\s*([0-9]*\.?[0-9]+)\)")
+_WEIGHTED = re.compile(r"\)\s*[0-9]*\.?[0-9]+|[\w)][+\-]+(?=[\s,.]|$)")
+
+
+def to_compel(text: str) -> str:
+    """AUTOMATIC1111's (word:1.3) becomes compel's (word)1.3."""
+    return _A1111.sub(r"(\1)\2", text)
+
+
+def is_weighted(text: str) -> bool:
+    return bool(_WEIGHTED.search(to_compel(text)))
+
+
+class PromptEncoder:
+    def __init__(self, pipe) -> None:
+        self.pipe = pipe
+        self._compel = None
+
+    @property
+    def window(self) -> int:
+        return self.pipe.tokenizer.model_max_length - 2  # minus start and end tokens
+
+    def token_count(self, text: str) -> int:
+        return len(self.pipe.tokenizer(text, add_special_tokens=False, verbose=False).input_ids)
+
+    def needs_compel(self, positive: str, negative: str) -> bool:
+        return any(is_weighted(t) or self.token_count(t) > self.window for t in (positive, negative))
+
+    def compel(self):
+        if self._compel is None:
+            from compel import Compel
+
+            self._compel = Compel(tokenizer=self.pipe.tokenizer, text_encoder=self.pipe.text_encoder,
+                                  truncate_long_prompts=False)
+        return self._compel
+
+    @torch.no_grad()
+    def encode(self, positive: str, negative: str) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.compel()
+        cond, uncond = c(to_compel(positive)), c(to_compel(negative))
+        cond, uncond = c.pad_conditioning_tensors_to_same_length([cond, uncond])
+        return cond, uncond
+
+    def describe(self, text: str) -> str:
+        """How a prompt was tokenised: each token with its weight, and the chunks it took."""
+        c = self.compel()
+        parsed = c.parse_prompt_string(to_compel(text))
+        parts, total = [], 0
+        for prompt in getattr(parsed, "prompts", [parsed]):
+            for fragment in getattr(prompt, "children", []):
+                tokens = self.pipe.tokenizer.tokenize(fragment.text)
+                total += len(tokens)
+                parts += [f"{t.removesuffix('</w>')}" + (f"({fragment.weight:g})" if fragment.weight != 1 else "")
+                          for t in tokens]
+        chunks = max(1, math.ceil(total / self.window))
+        return f"{total} tokens in {chunks} chunk(s) of {self.window}: " + " ".join(parts)
