@@ -164,14 +164,12 @@ class Shell:
     def run_interactive(self, history_file: Path | None, **session_options) -> None:
         """The prompt loop. `session_options` (input=, output=) let tests drive a real session."""
         from prompt_toolkit import PromptSession
+        from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
         from prompt_toolkit.history import FileHistory, InMemoryHistory
+        from prompt_toolkit.key_binding import KeyBindings
         from prompt_toolkit.patch_stdout import patch_stdout
 
-        from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
-
         from invoke_shell.completion import ShellCompleter
-
-        from prompt_toolkit.key_binding import KeyBindings
 
         keys = KeyBindings()
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 
+from conftest import DEFAULTS
 from PIL import Image
 
 from invoke_shell import metadata, outputs
 from invoke_shell.parsing import parse_line
 from invoke_shell.request import GenerationRequest
-
-from conftest import DEFAULTS
 
 MODEL = metadata.ModelInfo("tiny-random", "/models/tiny", "0123456789")
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from conftest import DEFAULTS
 
 from invoke_shell.errors import UsageError
 from invoke_shell.params import BY_SHORT, SWITCHES, help_text
 from invoke_shell.parsing import format_request, parse_line
 from invoke_shell.request import GenerationRequest, ShellCommand
-
-from conftest import DEFAULTS
 
 
 @pytest.mark.parametrize(

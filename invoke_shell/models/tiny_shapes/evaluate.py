@@ -129,7 +129,7 @@ def _label(img: Image.Image, text: str, width: int) -> Image.Image:
 
 def grid_picture(pictures, cols: int = 8, scale: int = 2) -> Image.Image:
     tiles = []
-    for d, seed, img, ok in pictures[: cols * 6]:
+    for d, _seed, img, ok in pictures[: cols * 6]:
         big = img.resize((64 * scale, 64 * scale), Image.Resampling.NEAREST)
         mark = "" if all(ok) else " x"
         tiles.append(_label(big, f"{d.colour} {d.shape}/{d.background}{mark}", 64 * scale))

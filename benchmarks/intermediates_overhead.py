@@ -1,0 +1,63 @@
+"""What saving every step's intermediates costs, on the embedded model.
+
+Times the engine's generation (25 steps, the model's defaults) with no step callback work, and
+with the shell's own intermediates path at every step (`--save_intermediates 1`, approx
+previews): collecting the states during denoising, then writing latents, previews, contact
+sheet and GIF on the writer thread. Prints medians over --runs images.
+
+    python benchmarks/intermediates_overhead.py [--runs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from invoke_shell import intermediates
+from invoke_shell.models.registry import load_registry
+from invoke_shell.models.tiny_shapes.evaluate import MODEL_DIR, load_engine
+from invoke_shell.previews import LatentPreviewer
+from invoke_shell.request import GenerationRequest
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--runs", type=int, default=20)
+    args = p.parse_args()
+    engine = load_engine(MODEL_DIR)
+    d = load_registry(None).get("tiny-shapes").defaults
+    req = GenerationRequest("a red circle on a blue background", d["steps"], d["cfg_scale"], d["sampler"],
+                            d["width"], d["height"], seed=1)
+    previewer = LatentPreviewer.for_model(MODEL_DIR)
+    render = intermediates.approx_render(previewer)
+    writer = ThreadPoolExecutor(1)
+    for _ in range(3):
+        engine.generate(req, 1)
+    plain, saving, line = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.runs):
+            t = time.perf_counter()
+            engine.generate(req, i)
+            plain.append(time.perf_counter() - t)
+
+            states = []
+            t = time.perf_counter()
+            engine.generate(req, i, on_step=states.append)
+            saving.append(time.perf_counter() - t)
+            chosen = intermediates.pick_steps(states, 1, include_start=False)
+            writer.submit(intermediates.save, Path(tmp) / f"run{i}", chosen, render).result()
+            line.append(time.perf_counter() - t)
+    med = statistics.median
+    print(f"generation, no intermediates:        {med(plain) * 1000:.1f} ms (median of {args.runs})")
+    print(f"generation, collecting every step:   {med(saving) * 1000:.1f} ms "
+          f"(+{(med(saving) / med(plain) - 1) * 100:.1f} %)")
+    print(f"whole line incl. writing all files:  {med(line) * 1000:.1f} ms "
+          f"(+{(med(line) / med(plain) - 1) * 100:.1f} %)")
+
+
+if __name__ == "__main__":
+    main()
