@@ -36,34 +36,12 @@ def run_request(worker: Worker, job: Job) -> None:
         init, note = load_init_image(req.init_img, req.width, req.height)
         if note:
             worker.print(f">> {note}")
-        if not req.sweep:
-            worker.print(">> " + describe_img2img(req))
-    prompts = worker.engine.prompts
-    if req.log_tokenization:
-        for label, text in (("prompt", req.positive), ("negative", req.negative)):
-            if text:
-                worker.print(f">> {label}: {prompts.describe(text)}")
-    for text in (req.positive, req.negative):
-        n = prompts.token_count(text)
-        if n > prompts.window:
-            worker.print(f">> a prompt of {n} tokens is longer than the encoder's {prompts.window}: "
-                         f"encoded in {-(-n // prompts.window)} chunks, not cut")
+    announce(worker, req)
     pending: list[Future] = []
-    if req.sweep:
-        cells = [req.with_(**dict(zip([n for n, _ in req.sweep], combo)), sweep=(), seed=first_seed)
-                 for combo in itertools.product(*[values for _, values in req.sweep])]
-    elif req.variation_amount > 0:  # one seed, each image blending in another seed's noise
-        chain = req.with_variations or ()
-        cells = [req.with_(seed=first_seed, iterations=1, variation_amount=0.0,
-                           with_variations=(*chain, (secrets.randbelow(2**32), req.variation_amount)))
-                 for _ in range(req.iterations)]
-    else:
-        cells = [req.with_(seed=(first_seed + i) % 2**32, iterations=1) for i in range(req.iterations)]
     images = []
     try:
-        for cell in cells:
-            cell = cell.with_(outdir=None, grid=False)
-            images.append(make_one(worker, job, cell, init, outdir, pending))
+        for cell in expand(req, first_seed):
+            images.append(make_one(worker, job, cell.with_(outdir=None, grid=False), init, outdir, pending))
     finally:
         for f in pending:  # intermediates of every image are on disk before the line ends
             f.result()
@@ -77,6 +55,36 @@ def run_request(worker: Worker, job: Job) -> None:
         path = outputs.write_png(outdir, first_seed, outputs.grid(images), {"Dream": line}, suffix=".grid")
         outputs.append_log(outdir, line + " -g", path)
         worker.print(f"{path}  grid of {len(images)} images")
+
+
+def expand(req: GenerationRequest, first_seed: int) -> list[GenerationRequest]:
+    """One request per image, each complete enough to be stored and replayed alone."""
+    if req.sweep:  # same seed, one image per value (or pair of values)
+        names = [name for name, _ in req.sweep]
+        return [req.with_(**dict(zip(names, combo)), sweep=(), seed=first_seed)
+                for combo in itertools.product(*[values for _, values in req.sweep])]
+    if req.variation_amount > 0:  # one seed, each image blending in another seed's noise
+        chain = req.with_variations or ()
+        return [req.with_(seed=first_seed, iterations=1, variation_amount=0.0,
+                          with_variations=(*chain, (secrets.randbelow(2**32), req.variation_amount)))
+                for _ in range(req.iterations)]
+    return [req.with_(seed=(first_seed + i) % 2**32, iterations=1) for i in range(req.iterations)]
+
+
+def announce(worker: Worker, req: GenerationRequest) -> None:
+    """What the user should know before the images come: steps run, tokens, long prompts."""
+    if req.init_img and not req.sweep:
+        worker.print(">> " + describe_img2img(req))
+    prompts = worker.engine.prompts
+    if req.log_tokenization:
+        for label, text in (("prompt", req.positive), ("negative", req.negative)):
+            if text:
+                worker.print(f">> {label}: {prompts.describe(text)}")
+    for text in (req.positive, req.negative):
+        n = prompts.token_count(text)
+        if n > prompts.window:
+            worker.print(f">> a prompt of {n} tokens is longer than the encoder's {prompts.window}: "
+                         f"encoded in {-(-n // prompts.window)} chunks, not cut")
 
 
 def describe_img2img(req: GenerationRequest) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from invoke_shell.commands import run_command
-from invoke_shell.errors import UsageError
+from invoke_shell.errors import Cancelled, UsageError
 from invoke_shell.inputs import check_init_path
 from invoke_shell.models.registry import ModelEntry, Registry
 from invoke_shell.parsing import parse_line
@@ -104,8 +104,10 @@ class Shell:
             self._show_job_error(job.error)
         return job
 
-    def _report_background_error(self, e: BaseException) -> None:
+    def _report_background_error(self, e: BaseException, line: str) -> None:
         try:
+            if not isinstance(e, Cancelled):
+                self.print(f">> in queued line: {line}")
             self._show_job_error(e, raise_bugs=False)
         except Exception:  # reporting must never take the worker down
             pass
@@ -131,8 +133,6 @@ class Shell:
             self.cancel_running()
 
     def _show_job_error(self, e: BaseException, raise_bugs: bool = True) -> None:
-        from invoke_shell.errors import Cancelled
-
         if isinstance(e, Cancelled):
             self.print(f">> generation cancelled at step {e.step}; the model is still loaded")
         elif isinstance(e, UsageError):

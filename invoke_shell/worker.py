@@ -53,7 +53,7 @@ class Worker(threading.Thread):
         self.pending: deque[Job | None] = deque()
         self.wake = threading.Condition()
         self.progress: tuple[int, int] | None = None  # (step, total) of the running image
-        self.report: Callable[[BaseException], None] = lambda e: printer(f"error: {e}")
+        self.report: Callable[[BaseException, str], None] = lambda e, line: printer(f"error: {e}")
         self.ready = threading.Event()
         self.load_model = load_model
         self.print = printer
@@ -133,7 +133,7 @@ class Worker(threading.Thread):
                 self.current = None
                 self.progress = None
                 if job.background and job.error is not None:
-                    self.report(job.error)
+                    self.report(job.error, job.line)
                 job.done.set()
 
     def _load(self, name: str | None) -> None:

@@ -1,0 +1,69 @@
+"""On a machine with a CUDA GPU: does a seed give the same picture there as on the CPU, and how
+fast is the embedded model there? Noise is drawn on the CPU, so the pictures should agree up to
+floating-point differences between the devices.
+
+    python benchmarks/gpu_check.py [--images 24]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from invoke_shell.engines import Engine
+from invoke_shell.models.registry import load_registry
+from invoke_shell.models.tiny_shapes import data
+from invoke_shell.models.tiny_shapes.evaluate import MODEL_DIR, sample_drawings
+from invoke_shell.request import GenerationRequest
+
+
+def engine_on(device: str, dtype) -> Engine:
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(MODEL_DIR), local_files_only=True, torch_dtype=dtype,
+                                                   safety_checker=None, requires_safety_checker=False)
+    return Engine(pipe.to(device))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--images", type=int, default=24)
+    args = p.parse_args()
+    if not torch.cuda.is_available():
+        print("no CUDA GPU: nothing to check")
+        return
+    print("GPU:", torch.cuda.get_device_name(0), "torch", torch.__version__)
+    d = load_registry(None).get("tiny-shapes").defaults
+    base = {k: d[k] for k in ("steps", "cfg_scale", "sampler", "width", "height")}
+    prompts = sample_drawings(args.images, seed=0)
+    cpu = engine_on("cpu", torch.float32)
+    runs = {"cuda fp32": engine_on("cuda", torch.float32), "cuda fp16": engine_on("cuda", torch.float16)}
+    ref = [cpu.generate(GenerationRequest(dr.caption, **base, seed=i), i) for i, dr in enumerate(prompts)]
+    for name, eng in runs.items():
+        eng.generate(GenerationRequest("warm up", **base, seed=0), 0)
+        diffs, same, secs = [], 0, []
+        for i, dr in enumerate(prompts):
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            res = eng.generate(GenerationRequest(dr.caption, **base, seed=i), i)
+            torch.cuda.synchronize()
+            secs.append(time.perf_counter() - t)
+            diffs.append(float(np.abs(res.pixels - ref[i].pixels).max()))
+            same += data.judge(res.image) == data.judge(ref[i].image)
+        print(f"{name}: max |gpu - cpu| per image in [0,1]: median {statistics.median(diffs):.4f}, "
+              f"worst {max(diffs):.4f}; same judged picture {same}/{len(prompts)}; "
+              f"{statistics.median(secs) * 1000:.0f} ms per image ({base['steps']} steps)")
+    cpu_secs = []
+    for i, dr in enumerate(prompts[:8]):
+        t = time.perf_counter()
+        cpu.generate(GenerationRequest(dr.caption, **base, seed=i), i)
+        cpu_secs.append(time.perf_counter() - t)
+    print(f"cpu fp32 on this machine: {statistics.median(cpu_secs) * 1000:.0f} ms per image")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""The shipped tiny-shapes model, used through the real shell with its default settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from invoke_shell.models.tiny_shapes import data
+
+ROOT = Path(__file__).parent.parent
+MODEL = ROOT / "invoke_shell" / "models" / "tiny_shapes" / "model"
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    """A Shell over the default registry (tiny-shapes) and a real worker thread."""
+    from invoke_shell.models.manager import make_loader
+    from invoke_shell.models.registry import load_registry
+    from invoke_shell.repl import Shell
+    from invoke_shell.worker import Worker
+
+    out = tmp_path_factory.mktemp("shapes")
+    lines: list[str] = []
+    registry = load_registry(ROOT / "configs" / "models.yaml")
+    entry = registry.get(None)
+    worker = Worker(make_loader(registry, "cpu", "fp32"), lines.append, out, entry.name)
+    worker.start()
+    shell = Shell(registry, entry, worker, printer=lines.append, raise_errors=True)
+    shell.lines, shell.out = lines, out
+    yield shell
+    worker.stop()
+    worker.join(timeout=30)
+
+
+def last_image(shell) -> Image.Image:
+    return Image.open(shell.worker.made[-1].path).convert("RGB")
+
+
+def test_the_model_is_shipped_small_and_loads_offline():
+    from diffusers import StableDiffusionPipeline
+
+    size = sum(p.stat().st_size for p in MODEL.rglob("*") if p.is_file())
+    assert size <= 25 * 2**20
+    pipe = StableDiffusionPipeline.from_pretrained(str(MODEL), local_files_only=True)
+    assert pipe.unet.config.sample_size == 8 and pipe.vae.config.latent_channels == 4
+    assert (MODEL / "training.json").exists() and (MODEL / "tokenizer" / "vocab.json").exists()
+
+
+@pytest.mark.parametrize("colour, shape, background, seed", [
+    ("red", "circle", "blue", 1), ("yellow", "square", "black", 2), ("white", "triangle", "green", 3),
+    ("purple", "circle", "orange", 4),
+])
+def test_the_named_background_dominates_the_border(shapes, colour, shape, background, seed):
+    shapes.handle(f"a {colour} {shape} on a {background} background -S {seed}")
+    img = last_image(shapes)
+    px = np.asarray(img)
+    idx = data.nearest_palette(np.concatenate([px[0], px[-1], px[:, 0], px[:, -1]]))
+    share = (idx == data.COLOURS.index(background)).mean()
+    assert share >= 0.8, f"only {share:.0%} of the border is {background}"
+    assert data.judge(img).colour == colour
+
+
+@pytest.fixture(scope="module")
+def init_png(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("init") / "red_circle_on_blue.png"
+    data.render(data.Drawing("circle", "red", "blue", (16, 14, 46, 44))).save(path)
+    return path
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_img2img_keeps_the_init_at_low_strength_and_follows_the_prompt_at_high(shapes, init_png, seed):
+    prompt = "a yellow square on a green background"
+    shapes.handle(f"{prompt} -I {init_png} -f 0.2 -S {seed}")
+    low = data.judge(last_image(shapes))
+    assert (low.background, low.colour) == ("blue", "red")
+    shapes.handle(f"{prompt} -I {init_png} -f 0.9 -S {seed}")
+    high = data.judge(last_image(shapes))
+    assert (high.background, high.colour) == ("green", "yellow")
