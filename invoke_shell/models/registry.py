@@ -62,6 +62,9 @@ models:
     path: package:models/tiny_shapes/model
     width: 64
     height: 64
+    steps: 25
+    cfg_scale: 3.0
+    sampler: ddim
 """
 
 

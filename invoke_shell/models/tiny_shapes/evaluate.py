@@ -40,7 +40,7 @@ def sample_drawings(n: int, seed: int) -> list[data.Drawing]:
     return out
 
 
-def load_engine(model_dir: Path):
+def load_engine(model_dir: Path, device: str = "cpu"):
     from diffusers import StableDiffusionPipeline
 
     from invoke_shell.engines import Engine
@@ -49,7 +49,7 @@ def load_engine(model_dir: Path):
     route_library_logs()
     pipe = StableDiffusionPipeline.from_pretrained(str(model_dir), local_files_only=True, safety_checker=None,
                                                    requires_safety_checker=False)
-    return Engine(pipe)
+    return Engine(pipe.to(device))
 
 
 def shell_defaults() -> dict:
@@ -166,9 +166,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cfg_scales", default="", help="also sweep these guidance scales (comma list)")
     p.add_argument("--docs", type=Path, default=Path("docs"))
     p.add_argument("--no_write", action="store_true", help="print figures only")
+    p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
 
-    engine = load_engine(args.model)
+    engine = load_engine(args.model, args.device)
     d = shell_defaults()
     base = {k: d[k] for k in ("steps", "cfg_scale", "sampler", "width", "height")}
     seeds = [int(s) for s in args.seeds.split(",")]

@@ -49,6 +49,29 @@ def make_dataset(n: int, seed: int) -> tuple[torch.Tensor, list[data.Drawing], l
     return images, drawings, captions
 
 
+def mismatched_captions(drawings: list[data.Drawing], seed: int) -> list[str]:
+    """For each drawing, a caption that gets one or more of its attributes wrong.
+
+    Trained on matching captions only, the model learns to take colours from the text even at
+    low noise, where the picture itself shows them: img2img with an edit prompt then repaints
+    the colours at strength 0.2. Seeing some wrong captions (with the true noise as the target)
+    teaches it to trust the picture where the picture is clear, and the text where it is not.
+    """
+    rng = random.Random(seed + 1)
+    out = []
+    for d in drawings:
+        colour, shape, background = d.colour, d.shape, d.background
+        what = rng.choice(("background", "colour", "shape", "all"))
+        if what in ("background", "all"):
+            background = rng.choice([c for c in data.COLOURS if c not in (d.background, colour)])
+        if what in ("colour", "all"):
+            colour = rng.choice([c for c in data.COLOURS if c not in (d.colour, background)])
+        if what in ("shape", "all"):
+            shape = rng.choice([s for s in data.SHAPES if s != d.shape])
+        out.append(f"a {colour} {shape} on a {background} background")
+    return out
+
+
 # ---------------------------------------------------------------- 2-3. VAE
 
 
@@ -215,7 +238,7 @@ def build_scheduler():
     )
 
 
-def train_denoiser(unet, text_encoder, tok, latents, captions, args, gen, work: Path) -> dict:
+def train_denoiser(unet, text_encoder, tok, latents, captions, wrong, args, gen, work: Path) -> dict:
     from diffusers import DDPMScheduler
     from diffusers.training_utils import EMAModel
 
@@ -224,6 +247,11 @@ def train_denoiser(unet, text_encoder, tok, latents, captions, args, gen, work: 
     ids = tok(captions, padding="max_length", max_length=tok.model_max_length, truncation=True,
               return_tensors="pt").input_ids
     empty = tok([""], padding="max_length", max_length=tok.model_max_length, return_tensors="pt").input_ids
+    wrong_ids = tok(wrong, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids
+    dev = torch.device(args.device)
+    unet.to(dev)
+    text_encoder.to(dev)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     warm = args.warmup
@@ -257,13 +285,16 @@ def train_denoiser(unet, text_encoder, tok, latents, captions, args, gen, work: 
         idx = torch.randint(0, len(latents), (args.batch,), generator=gen)
         x0 = latents[idx]
         cond_ids = ids[idx].clone()
-        drop = torch.rand(args.batch, generator=gen) < args.uncond
-        cond_ids[drop] = empty
+        r = torch.rand(args.batch, generator=gen)
+        cond_ids[r < args.uncond] = empty
+        swap = (r >= args.uncond) & (r < args.uncond + args.mismatch)
+        cond_ids[swap] = wrong_ids[idx[swap]]
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, 1000, (args.batch,), generator=gen)
         xt = noise_sched.add_noise(x0, noise, t)
-        enc = text_encoder(cond_ids)[0]
-        pred = unet(xt, t, encoder_hidden_states=enc).sample
+        enc = text_encoder(cond_ids.to(dev))[0]
+        pred = unet(xt.to(dev), t.to(dev), encoder_hidden_states=enc).sample
+        noise = noise.to(dev)
         loss = F.mse_loss(pred, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -283,6 +314,8 @@ def train_denoiser(unet, text_encoder, tok, latents, captions, args, gen, work: 
                         "losses": losses}, ckpt)
     ema_unet.copy_to(unet.parameters())
     ema_text.copy_to(text_encoder.parameters())
+    unet.to("cpu")
+    text_encoder.to("cpu")
     unet.eval()
     text_encoder.eval()
     first = sum(losses[:50]) / max(1, len(losses[:50]))
@@ -324,7 +357,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=6e-4)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--ema", type=float, default=0.998)
-    p.add_argument("--uncond", type=float, default=0.1)
+    p.add_argument("--uncond", type=float, default=0.1, help="share of empty captions (for guidance)")
+    p.add_argument("--mismatch", type=float, default=0.15, help="share of captions that get the picture wrong")
+    p.add_argument("--device", default="cpu")
     p.add_argument("--max_length", type=int, default=32)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     p.add_argument("--checkpoint_every", type=int, default=200)
@@ -366,7 +401,8 @@ def main(argv: list[str] | None = None) -> None:
 
     log("5. text encoder + UNet")
     text_encoder, unet = build_text_encoder(tok, args.max_length), build_unet()
-    figures.update(train_denoiser(unet, text_encoder, tok, latents, captions, args, gen, args.work))
+    wrong = mismatched_captions(drawings, args.seed)
+    figures.update(train_denoiser(unet, text_encoder, tok, latents, captions, wrong, args, gen, args.work))
 
     log("6. saving")
     from diffusers import StableDiffusionPipeline
