@@ -31,7 +31,7 @@ def one_run(exe: str, outdir: str) -> tuple[float, float]:
                 seen += os.read(fd, 65536)
             except OSError:
                 break
-        if prompt_at is None and b"invoke> " in seen:
+        if prompt_at is None and b"invoke>" in seen:
             prompt_at = time.perf_counter() - t0
         if b"loaded on" in seen:
             loaded_at = time.perf_counter() - t0
