@@ -60,8 +60,9 @@ def _history(shell: Shell, args: str) -> None:
         shell.print(">> no images made yet this session")
     for i, m in list(enumerate(made, 1))[-count:]:
         r = m.request
-        shell.print(f"{i:>4}  {m.path.name:<24} seed {r.seed:<10} {r.width}x{r.height} {r.sampler:<15} "
-                    f"{r.kind} {format_request(r)}")
+        prompt = r.prompt if len(r.prompt) <= 48 else r.prompt[:45] + "..."
+        shell.print(f"{i:>4}  {m.path.name:<22} seed {r.seed:<10} {r.width}x{r.height}  {r.sampler:<15} "
+                    f"{r.kind:<7}  \"{prompt}\"")
     if made:
         shell.print(">> !N puts command N back at the prompt to edit")
 

@@ -179,6 +179,20 @@ def test_buffer_gets_the_recalled_command_in_a_real_session(make_shell, tmp_path
     assert Image.open(out / "000002.7.png").text["Dream"] == '"first" -s 2 -S 7 -W 64 -H 64 -C 3.0 -A k_lms'
 
 
+def test_fetch_puts_a_png_command_into_the_buffer_in_a_real_session(make_shell, tmp_path):
+    meta = {"app_id": "invoke-ai/InvokeAI", "image": {"prompt": [{"prompt": "fetched", "weight": 1.0}], "steps": 3,
+            "cfg_scale": 4.0, "seed": 77, "width": 64, "height": 64, "sampler": "ddim", "type": "txt2img"}}
+    png = png_with(tmp_path / "invokeai.png", **{"sd-metadata": json.dumps(meta)})
+    shell = make_shell()
+    out = tmp_path / "out" / "img-samples"
+    live = LiveSession(shell)
+    live.type(f"!fetch {png}\r")
+    live.type("\r")  # Enter runs the fetched command as it stands in the buffer
+    live.wait_for(lambda: (out / "000001.77.png").exists())
+    live.close()
+    assert Image.open(out / "000001.77.png").text["Dream"] == '"fetched" -s 3 -S 77 -W 64 -H 64 -C 4.0 -A ddim'
+
+
 def test_lines_queue_while_an_image_is_made_and_can_be_cancelled(make_shell, tmp_path):
     shell = make_shell()
     out = tmp_path / "out" / "img-samples"
