@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from PIL import Image
+
 from invoke_shell.errors import UsageError, did_you_mean
 from invoke_shell.fetch import fetch
 from invoke_shell.params import help_text
@@ -159,6 +161,31 @@ def _cancel(shell: Shell, args: str) -> None:
     shell.print(f">> removed from the queue: {job.line}")
 
 
+def _show(shell: Shell, args: str) -> None:
+    from invoke_shell.terminal_view import can_draw, render
+
+    made = shell.worker.made
+    arg = args or "-1"
+    if arg.startswith("-") and arg[1:].isdigit():
+        back = int(arg[1:])
+        if not 1 <= back <= len(made):
+            raise UsageError(f"!show {arg}: this session has made {len(made)} image(s)", "give a file, or -1 for the last")
+        path = made[-back].path
+    else:
+        path = Path(arg).expanduser()
+        if not path.is_file():
+            raise UsageError(f"{arg} is not a file", "give a PNG (an image, a contact_sheet.png, a schedule plot) or -N")
+    if not can_draw():
+        shell.print(f">> not drawing {path}: the output is not a terminal that shows pictures")
+        return
+    try:
+        with Image.open(path) as im:
+            shell.print(render(im, width=64 if im.width > 2 * im.height else 32))
+    except OSError:
+        raise UsageError(f"{arg} is not an image Pillow can read", "give a PNG") from None
+    shell.print(f">> {path}")
+
+
 COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (
@@ -170,6 +197,8 @@ COMMANDS: dict[str, Command] = {
         Command("fetch", "!fetch PNG|DIR|GLOB", "read the command stored in a PNG (ours, InvokeAI, A1111)", _fetch),
         Command("queue", "!queue", "the running line and the lines waiting after it", _queue),
         Command("cancel", "!cancel [N]", "stop the running image, or remove queued line N", _cancel),
+        Command("show", "!show [FILE | -N]", "draw an image, contact sheet or plot in the terminal (-1: the last)",
+                _show),
         Command("schedule", "!schedule [-A S] [-s N] [-f X]", "the steps that will run, as a table and a sigma plot",
                 _schedule),
         Command("replay", "!replay FILE", "run the commands in FILE (blank lines and # comments skipped)", _replay),

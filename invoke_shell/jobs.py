@@ -108,6 +108,8 @@ def make_one(worker: Worker, job: Job, req: GenerationRequest, init: Image.Image
 
     def on_step(state):
         worker.progress = (state.step, state.total)
+        if req.preview and state.denoised is not None:
+            worker.preview = worker.previewer(state.denoised)  # microseconds: the 4x3 map
         if state.step == 0:
             bar.total = state.total
         else:

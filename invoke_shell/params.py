@@ -76,6 +76,8 @@ SWITCHES: tuple[Switch, ...] = (
            metavar="CHAIN"),
     Switch("log_tokenization", "t", bool, "print how the prompt was tokenised: each token, its weight, the chunks",
            default=False, in_command=False, metavar=""),
+    Switch("preview", None, bool, "in a terminal: draw the predicted image in the toolbar while it denoises",
+           default=False, in_command=False, metavar=""),
     Switch("grid", "g", bool, "with -n: also write one grid picture of all the images", default=False,
            in_command=False, metavar=""),
     Switch("save_intermediates", None, int, "save every Nth step's latents and previews (and always the last)",

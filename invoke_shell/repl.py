@@ -201,7 +201,17 @@ class Shell:
             self.finish_queue()
 
 
-    def toolbar(self) -> str:
+    def toolbar(self):
+        """Status line (and, with --preview, the picture being made above it)."""
+        status = self.status()
+        preview = self.worker.preview
+        if preview is None:
+            return status
+        from invoke_shell.terminal_view import toolbar_rows
+
+        return [*toolbar_rows(preview), ("", status)]
+
+    def status(self) -> str:
         w = self.worker
         state = "ready" if w.ready.is_set() and w.engine is not None else "loading..." if not w.ready.is_set() else "no model"
         device = str(w.engine.device) if w.engine is not None else "-"

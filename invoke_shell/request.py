@@ -23,6 +23,7 @@ class GenerationRequest:
     variation_amount: float = 0.0
     with_variations: tuple[tuple[int, float], ...] | None = None  # ((seed, weight), ...) blended in order
     log_tokenization: bool = False
+    preview: bool = False
     grid: bool = False
     exact_steps: bool = False
     save_intermediates: int | None = None

@@ -53,6 +53,7 @@ class Worker(threading.Thread):
         self.pending: deque[Job | None] = deque()
         self.wake = threading.Condition()
         self.progress: tuple[int, int] | None = None  # (step, total) of the running image
+        self.preview = None  # the running image's predicted picture, with --preview
         self.report: Callable[[BaseException, str], None] = lambda e, line: printer(f"error: {e}")
         self.ready = threading.Event()
         self.load_model = load_model
@@ -132,6 +133,7 @@ class Worker(threading.Thread):
             finally:
                 self.current = None
                 self.progress = None
+                self.preview = None
                 if job.background and job.error is not None:
                     self.report(job.error, job.line)
                 job.done.set()
