@@ -11,6 +11,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from invoke_shell.errors import UsageError
+from invoke_shell.parsing import quote_prompt
 from invoke_shell.schedulers import A1111_TO_SAMPLER, SAMPLERS
 
 # AUTOMATIC1111's own pattern for `key: value` pairs on the settings line
@@ -44,14 +45,9 @@ def fetch(path: Path) -> Fetched:
                      "it was not written by invoke-shell, InvokeAI or AUTOMATIC1111, or its text chunks were stripped")
 
 
-def _quote(prompt: str) -> str:
-    q = "'" if '"' in prompt and "'" not in prompt else '"'
-    return q + prompt.replace(q, "'") + q
-
-
 def _command(prompt: str, negative: str, switches: list[tuple[str, object]]) -> str:
     text = prompt + (f" [{negative}]" if negative else "")
-    parts = [_quote(text)] + [f"{flag} {value}" for flag, value in switches if value not in (None, "")]
+    parts = [quote_prompt(text)] + [f"{flag} {value}" for flag, value in switches if value not in (None, "")]
     return " ".join(parts)
 
 

@@ -191,11 +191,16 @@ def _example(sw: Switch) -> str:
 # ---------------------------------------------------------------- writing the command back
 
 
+def quote_prompt(prompt: str) -> str:
+    """The prompt in the quotes the parser reads back: double, or single if it holds a double."""
+    q = "'" if '"' in prompt and "'" not in prompt else '"'
+    return q + prompt.replace(q, "'") + q
+
+
 def format_request(req: GenerationRequest) -> str:
     """The command that reproduces `req`, in InvokeAI 2.x's Dream shape:
     "prompt" -s 10 -S 42 -W 64 -H 64 -C 7.5 -A k_lms [-I path -f 0.75]"""
-    q = "'" if '"' in req.prompt and "'" not in req.prompt else '"'
-    parts = [q + req.prompt.replace(q, "'") + q]
+    parts = [quote_prompt(req.prompt)]
     swept = dict(req.sweep)
     for sw in SWITCHES:
         value = swept.get(sw.name, getattr(req, sw.name))
