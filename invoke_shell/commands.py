@@ -64,7 +64,7 @@ def _history(shell: Shell, args: str) -> None:
         r = m.request
         prompt = r.prompt if len(r.prompt) <= 48 else r.prompt[:45] + "..."
         shell.print(f"{i:>4}  {m.path.name:<22} seed {r.seed:<10} {r.width}x{r.height}  {r.sampler:<15} "
-                    f"{r.kind:<7}  \"{prompt}\"")
+                    f"{r.kind:<7} {m.steps_run:>3} steps {m.seconds:5.2f} s  \"{prompt}\"")
     if made:
         shell.print(">> !N puts command N back at the prompt to edit")
 

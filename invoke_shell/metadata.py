@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from invoke_shell import schedulers
@@ -16,7 +17,10 @@ from invoke_shell.parsing import format_request
 from invoke_shell.request import GenerationRequest
 
 APP_ID = "invoke-shell"
-APP_VERSION = "0.1.0"
+try:
+    APP_VERSION = version("invoke-shell")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    APP_VERSION = "0.1.0"
 
 
 @dataclass(frozen=True)

@@ -134,3 +134,15 @@ def test_unknown_model_flag_is_a_clear_error(tiny_config, tmp_path):
                            "--outdir", str(tmp_path)], capture_output=True, text=True, timeout=60, input="")
     assert proc.returncode == 2
     assert "no model named 'tiny-randm'" in proc.stderr and "did you mean tiny-random?" in proc.stderr
+
+
+def test_from_file_runs_each_line_and_reports_bad_ones_by_number(tiny_config, tmp_path):
+    script = tmp_path / "lines.txt"
+    script.write_text("# a comment\na red circle -S 1 -s 2\n\nbad -f 2\n'blue' -S 2 -s 2\n")
+    proc = subprocess.run([sys.executable, "-m", "invoke_shell", "--config", str(tiny_config), "--outdir",
+                           str(tmp_path / "o"), "--history", str(tmp_path / "h"), "--from_file", str(script)],
+                          capture_output=True, text=True, timeout=120, input="")
+    assert proc.returncode == 0, proc.stderr
+    assert "lines.txt line 4: error: -f/--strength must be between 0 and 1, got 2" in proc.stdout
+    names = sorted(p.name for p in (tmp_path / "o" / "img-samples").glob("*.png"))
+    assert names == ["000001.1.png", "000002.2.png"]
