@@ -15,9 +15,8 @@ import numpy as np
 import torch
 
 from invoke_shell.engines import Engine
-from invoke_shell.models.registry import load_registry
 from invoke_shell.models.tiny_shapes import data
-from invoke_shell.models.tiny_shapes.evaluate import MODEL_DIR, sample_drawings
+from invoke_shell.models.tiny_shapes.evaluate import MODEL_DIR, sample_drawings, shell_defaults
 from invoke_shell.request import GenerationRequest
 
 
@@ -37,7 +36,7 @@ def main() -> None:
         print("no CUDA GPU: nothing to check")
         return
     print("GPU:", torch.cuda.get_device_name(0), "torch", torch.__version__)
-    d = load_registry(None).get("tiny-shapes").defaults
+    d = shell_defaults()
     base = {k: d[k] for k in ("steps", "cfg_scale", "sampler", "width", "height")}
     prompts = sample_drawings(args.images, seed=0)
     cpu = engine_on("cpu", torch.float32)

@@ -18,8 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from invoke_shell import intermediates
-from invoke_shell.models.registry import load_registry
-from invoke_shell.models.tiny_shapes.evaluate import MODEL_DIR, load_engine
+from invoke_shell.models.tiny_shapes.evaluate import MODEL_DIR, load_engine, shell_defaults
 from invoke_shell.previews import LatentPreviewer
 from invoke_shell.request import GenerationRequest
 
@@ -29,7 +28,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=20)
     args = p.parse_args()
     engine = load_engine(MODEL_DIR)
-    d = load_registry(None).get("tiny-shapes").defaults
+    d = shell_defaults()
     req = GenerationRequest("a red circle on a blue background", d["steps"], d["cfg_scale"], d["sampler"],
                             d["width"], d["height"], seed=1)
     previewer = LatentPreviewer.for_model(MODEL_DIR)

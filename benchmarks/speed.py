@@ -9,8 +9,7 @@ import argparse
 import statistics
 import time
 
-from invoke_shell.models.registry import load_registry
-from invoke_shell.models.tiny_shapes.evaluate import MODEL_DIR, load_engine, sample_drawings
+from invoke_shell.models.tiny_shapes.evaluate import MODEL_DIR, load_engine, sample_drawings, shell_defaults
 from invoke_shell.request import GenerationRequest
 
 
@@ -19,7 +18,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=30)
     args = p.parse_args()
     engine = load_engine(MODEL_DIR)
-    d = load_registry(None).get("tiny-shapes").defaults
+    d = shell_defaults()
     base = {k: d[k] for k in ("steps", "cfg_scale", "sampler", "width", "height")}
     prompts = sample_drawings(args.images, seed=3)
     for i in range(3):
