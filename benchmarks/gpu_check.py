@@ -14,18 +14,14 @@ import time
 import numpy as np
 import torch
 
-from invoke_shell.engines import Engine
+from invoke_shell.engines.generate import Engine
 from invoke_shell.models.tiny_shapes import data
-from invoke_shell.models.tiny_shapes.evaluate import MODEL_DIR, sample_drawings, shell_defaults
-from invoke_shell.request import GenerationRequest
+from invoke_shell.models.tiny_shapes.evaluate import MODEL_DIR, load_engine, sample_drawings, shell_defaults
+from invoke_shell.line.requests import ImageRequest
 
 
-def engine_on(device: str, dtype) -> Engine:
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline.from_pretrained(str(MODEL_DIR), local_files_only=True, torch_dtype=dtype,
-                                                   safety_checker=None, requires_safety_checker=False)
-    return Engine(pipe.to(device))
+def engine_on(device: str, precision: str) -> Engine:
+    return load_engine(MODEL_DIR, device, precision)
 
 
 def main() -> None:
@@ -39,16 +35,16 @@ def main() -> None:
     d = shell_defaults()
     base = {k: d[k] for k in ("steps", "cfg_scale", "sampler", "width", "height")}
     prompts = sample_drawings(args.images, seed=0)
-    cpu = engine_on("cpu", torch.float32)
-    runs = {"cuda fp32": engine_on("cuda", torch.float32), "cuda fp16": engine_on("cuda", torch.float16)}
-    ref = [cpu.generate(GenerationRequest(dr.caption, **base, seed=i), i) for i, dr in enumerate(prompts)]
+    cpu = engine_on("cpu", "fp32")
+    runs = {"cuda fp32": engine_on("cuda", "fp32"), "cuda fp16": engine_on("cuda", "fp16")}
+    ref = [cpu.generate(ImageRequest(dr.caption, **base, seed=i)) for i, dr in enumerate(prompts)]
     for name, eng in runs.items():
-        eng.generate(GenerationRequest("warm up", **base, seed=0), 0)
+        eng.generate(ImageRequest("warm up", **base, seed=0))
         diffs, same, secs = [], 0, []
         for i, dr in enumerate(prompts):
             torch.cuda.synchronize()
             t = time.perf_counter()
-            res = eng.generate(GenerationRequest(dr.caption, **base, seed=i), i)
+            res = eng.generate(ImageRequest(dr.caption, **base, seed=i))
             torch.cuda.synchronize()
             secs.append(time.perf_counter() - t)
             diffs.append(float(np.abs(res.pixels - ref[i].pixels).max()))
@@ -59,7 +55,7 @@ def main() -> None:
     cpu_secs = []
     for i, dr in enumerate(prompts[:8]):
         t = time.perf_counter()
-        cpu.generate(GenerationRequest(dr.caption, **base, seed=i), i)
+        cpu.generate(ImageRequest(dr.caption, **base, seed=i))
         cpu_secs.append(time.perf_counter() - t)
     print(f"cpu fp32 on this machine: {statistics.median(cpu_secs) * 1000:.0f} ms per image")
 

@@ -17,10 +17,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from invoke_shell import intermediates
+from invoke_shell.files import intermediates, outputs
 from invoke_shell.models.tiny_shapes.evaluate import MODEL_DIR, load_engine, shell_defaults
-from invoke_shell.previews import LatentPreviewer
-from invoke_shell.request import GenerationRequest
+from invoke_shell.engines.previews import LatentPreviewer
+from invoke_shell.line.requests import ImageRequest
 
 
 def main() -> None:
@@ -29,26 +29,26 @@ def main() -> None:
     args = p.parse_args()
     engine = load_engine(MODEL_DIR)
     d = shell_defaults()
-    req = GenerationRequest("a red circle on a blue background", d["steps"], d["cfg_scale"], d["sampler"],
+    req = ImageRequest("a red circle on a blue background", d["steps"], d["cfg_scale"], d["sampler"],
                             d["width"], d["height"], seed=1)
     previewer = LatentPreviewer.for_model(MODEL_DIR)
     render = intermediates.approx_render(previewer)
     writer = ThreadPoolExecutor(1)
     for _ in range(3):
-        engine.generate(req, 1)
+        engine.generate(req)
     plain, saving, line = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.runs):
             t = time.perf_counter()
-            engine.generate(req, i)
+            engine.generate(req.with_(seed=i))
             plain.append(time.perf_counter() - t)
 
             states = []
             t = time.perf_counter()
-            engine.generate(req, i, on_step=states.append)
+            engine.generate(req.with_(seed=i), on_step=states.append)
             saving.append(time.perf_counter() - t)
             chosen = intermediates.pick_steps(states, 1, include_start=False)
-            writer.submit(intermediates.save, Path(tmp) / f"run{i}", chosen, render).result()
+            writer.submit(outputs.write_intermediates, Path(tmp) / f"run{i}", chosen, render).result()
             line.append(time.perf_counter() - t)
     med = statistics.median
     print(f"generation, no intermediates:        {med(plain) * 1000:.1f} ms (median of {args.runs})")

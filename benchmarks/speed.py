@@ -10,7 +10,7 @@ import statistics
 import time
 
 from invoke_shell.models.tiny_shapes.evaluate import MODEL_DIR, load_engine, sample_drawings, shell_defaults
-from invoke_shell.request import GenerationRequest
+from invoke_shell.line.requests import ImageRequest
 
 
 def main() -> None:
@@ -22,11 +22,11 @@ def main() -> None:
     base = {k: d[k] for k in ("steps", "cfg_scale", "sampler", "width", "height")}
     prompts = sample_drawings(args.images, seed=3)
     for i in range(3):
-        engine.generate(GenerationRequest("warm up", **base, seed=i), i)
+        engine.generate(ImageRequest("warm up", **base, seed=i))
     secs = []
     for i, dr in enumerate(prompts):
         t = time.perf_counter()
-        engine.generate(GenerationRequest(dr.caption, **base, seed=i), i)
+        engine.generate(ImageRequest(dr.caption, **base, seed=i))
         secs.append(time.perf_counter() - t)
     print(f"{len(secs)} images, {base['steps']} steps, {base['sampler']}, guidance {base['cfg_scale']}: "
           f"median {statistics.median(secs):.3f} s, mean {statistics.mean(secs):.3f} s, "

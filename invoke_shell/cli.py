@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -28,33 +29,51 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def quiet_environment() -> None:
+    """Before any heavy import: no hub access, no download progress bars. The entry point sets
+    these for the process; library code never touches the environment."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from invoke_shell.logs import quiet_environment, route_logs
-    from invoke_shell.models.manager import make_loader
-    from invoke_shell.models.registry import load_registry
-    from invoke_shell.repl import Shell, stdin_is_terminal
-    from invoke_shell.worker import Worker
+    from invoke_shell.files.logs import route_logs
+    from invoke_shell.models.loader import load_model
+    from invoke_shell.models.registry import Registry, builtin_registry, load_registry
+    from invoke_shell.session.session import ModelSession
+    from invoke_shell.shell.repl import Shell, stdin_is_terminal
 
     quiet_environment()
     try:
-        registry = load_registry(args.config)
-        entry = registry.get(args.model)
         if args.from_file and not args.from_file.is_file():
             raise UsageError(f"--from_file {args.from_file} does not exist", "give a text file of commands")
+        try:
+            registry: Registry = load_registry(args.config)
+        except UsageError as e:  # a broken config must not keep the user from the embedded model
+            if args.model:
+                raise
+            print(e.show(), file=sys.stderr)
+            registry = builtin_registry()
+            print(f">> starting on the embedded model {registry.default}", file=sys.stderr)
+        entry = registry.get(args.model)
     except UsageError as e:
         print(e.show(), file=sys.stderr)
         return 2
     log_path = route_logs(args.outdir, args.verbose)
     interactive = args.from_file is None and stdin_is_terminal()
-    printer = print
-    worker = Worker(make_loader(registry, args.device, args.precision), lambda s: printer(s),
-                    args.outdir, entry.name)
-    worker.start()
-    shell = Shell(registry, entry, worker, printer=lambda s: printer(s))
+
+    def say(text: str) -> None:
+        print(text)
+
+    session = ModelSession(registry, lambda e: load_model(e, args.device, args.precision), args.outdir, say)
+    shell = Shell(registry, entry, session, printer=say)
     if interactive:
         print(f"invoke-shell: model {entry.name} is loading; type !help for switches, q to quit "
               f"(logs: {log_path})")
+    shell.load_first_model(wait=not interactive)
     try:
         if args.from_file:
             shell.replay(args.from_file)
@@ -64,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             shell.run_lines(sys.stdin)
     except KeyboardInterrupt:
         pass
-    worker.stop()
+    shell.close()
     return 0
 
 

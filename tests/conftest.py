@@ -30,33 +30,39 @@ def tiny_pipe(tiny_config):
 
 @pytest.fixture(scope="session")
 def engine(tiny_pipe):
-    from invoke_shell.engines import Engine
+    from invoke_shell.engines.generate import Engine
 
     return Engine(tiny_pipe)
 
 
+def open_shell(config: Path, outdir: Path, model: str | None = None):
+    """A Shell over a real worker thread and model session, its model loaded; collects what it
+    prints in `shell.lines`. Load failures that are bugs raise here."""
+    from invoke_shell.models.loader import load_model
+    from invoke_shell.models.registry import load_registry
+    from invoke_shell.session.session import ModelSession
+    from invoke_shell.shell.repl import Shell
+
+    lines: list[str] = []
+    registry = load_registry(config)
+    entry = registry.get(model)
+    session = ModelSession(registry, lambda e: load_model(e, "cpu", "fp32"), outdir, lines.append)
+    shell = Shell(registry, entry, session, printer=lines.append, raise_errors=True)
+    shell.lines = lines
+    shell.load_first_model(wait=True)
+    return shell
+
+
 @pytest.fixture
 def make_shell(tiny_config, tmp_path):
-    """A Shell over a real worker thread and the tiny model; collects what it prints."""
-    from invoke_shell.models.manager import make_loader
-    from invoke_shell.models.registry import load_registry
-    from invoke_shell.repl import Shell
-    from invoke_shell.worker import Worker
-
+    """Shells over the tiny random model, writing to tmp_path/out unless told otherwise."""
     made = []
 
-    def make(outdir: Path | None = None):
-        lines: list[str] = []
-        registry = load_registry(tiny_config)
-        entry = registry.get(None)
-        worker = Worker(make_loader(registry, "cpu", "fp32"), lines.append, outdir or tmp_path / "out", entry.name)
-        worker.start()
-        shell = Shell(registry, entry, worker, printer=lines.append, raise_errors=True)
-        shell.lines = lines
-        made.append(worker)
+    def make(outdir: Path | None = None, config: Path | None = None):
+        shell = open_shell(config or tiny_config, outdir or tmp_path / "out")
+        made.append(shell)
         return shell
 
     yield make
-    for w in made:
-        w.stop()
-        w.join(timeout=30)
+    for shell in made:
+        shell.close()

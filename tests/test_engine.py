@@ -9,15 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
-from invoke_shell import schedulers
+from invoke_shell.engines import schedulers
 from invoke_shell.errors import Cancelled
-from invoke_shell.request import GenerationRequest
+from invoke_shell.line.requests import ImageRequest
 
 
-def req(**kw) -> GenerationRequest:
+def req(**kw) -> ImageRequest:
     base = dict(prompt="a red circle [blurry]", steps=6, cfg_scale=7.5, sampler="k_lms", width=64, height=64)
     base.update(kw)
-    return GenerationRequest(**base)
+    return ImageRequest(**base)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def init_image() -> Image.Image:
 def test_txt2img_equals_diffusers_pipeline(engine, tiny_pipe, sampler):
     from diffusers import StableDiffusionPipeline
 
-    ours = engine.generate(req(sampler=sampler), seed=42)
+    ours = engine.generate(req(sampler=sampler, seed=42))
     ref_pipe = StableDiffusionPipeline.from_pipe(
         tiny_pipe, scheduler=schedulers.build(sampler, engine.base_scheduler_config, 42))
     ref = ref_pipe("a red circle", negative_prompt="blurry", num_inference_steps=6, guidance_scale=7.5,
@@ -41,7 +41,7 @@ def test_txt2img_equals_diffusers_pipeline(engine, tiny_pipe, sampler):
 def test_img2img_equals_diffusers_pipeline(engine, tiny_pipe, init_image):
     from diffusers import StableDiffusionImg2ImgPipeline
 
-    ours = engine.generate(req(init_img="x.png", strength=0.7, steps=10), seed=7, init_image=init_image)
+    ours = engine.generate(req(init_img="x.png", strength=0.7, steps=10, seed=7), init_image=init_image)
     ref_pipe = StableDiffusionImg2ImgPipeline.from_pipe(
         tiny_pipe, scheduler=schedulers.build("k_lms", engine.base_scheduler_config, 7))
     ref = ref_pipe("a red circle", negative_prompt="blurry", image=init_image, strength=0.7, num_inference_steps=10,
@@ -50,9 +50,9 @@ def test_img2img_equals_diffusers_pipeline(engine, tiny_pipe, init_image):
 
 
 def test_same_command_and_seed_same_pixels(engine):
-    a = engine.generate(req(), seed=1234)
-    b = engine.generate(req(), seed=1234)
-    c = engine.generate(req(), seed=1235)
+    a = engine.generate(req(seed=1234))
+    b = engine.generate(req(seed=1234))
+    c = engine.generate(req(seed=1235))
     assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
     assert not np.array_equal(np.asarray(a.image), np.asarray(c.image))
 
@@ -60,7 +60,7 @@ def test_same_command_and_seed_same_pixels(engine):
 @pytest.mark.parametrize("steps, strength, expected", [(10, 0.7, 7), (10, 0.4, 4), (50, 0.8, 40), (10, 1.0, 10)])
 def test_img2img_runs_int_steps_times_strength(engine, init_image, steps, strength, expected):
     seen = []
-    result = engine.generate(req(init_img="x.png", steps=steps, strength=strength), seed=3, init_image=init_image,
+    result = engine.generate(req(init_img="x.png", steps=steps, strength=strength, seed=3), init_image=init_image,
                              on_step=seen.append)
     assert result.steps_run == expected
     assert [s.step for s in seen] == list(range(expected + 1))  # step 0: what the model first sees
@@ -69,7 +69,7 @@ def test_img2img_runs_int_steps_times_strength(engine, init_image, steps, streng
 
 @pytest.mark.parametrize("steps, strength", [(10, 0.0), (10, 0.05)])
 def test_zero_steps_returns_the_init_image_unchanged(engine, init_image, steps, strength):
-    result = engine.generate(req(init_img="x.png", steps=steps, strength=strength), seed=3, init_image=init_image)
+    result = engine.generate(req(init_img="x.png", steps=steps, strength=strength, seed=3), init_image=init_image)
     assert result.steps_run == 0
     assert np.array_equal(np.asarray(result.image), np.asarray(init_image))
     assert "unchanged" in result.note
@@ -78,8 +78,8 @@ def test_zero_steps_returns_the_init_image_unchanged(engine, init_image, steps, 
 def test_strength_one_still_starts_from_the_init_image(engine, init_image):
     """At strength 1.0 the init image is noised at the top of the schedule, not discarded."""
     other = Image.fromarray(255 - np.asarray(init_image))
-    a = engine.generate(req(init_img="x.png", strength=1.0), seed=5, init_image=init_image)
-    b = engine.generate(req(init_img="x.png", strength=1.0), seed=5, init_image=other)
+    a = engine.generate(req(init_img="x.png", strength=1.0, seed=5), init_image=init_image)
+    b = engine.generate(req(init_img="x.png", strength=1.0, seed=5), init_image=other)
     assert a.steps_run == 6
     assert not np.array_equal(a.pixels, b.pixels)
 
@@ -94,10 +94,10 @@ def test_cancel_stops_within_one_step(engine):
             cancel.set()
 
     with pytest.raises(Cancelled) as err:
-        engine.generate(req(steps=20), seed=1, on_step=on_step, cancel=cancel)
+        engine.generate(req(steps=20, seed=1), on_step=on_step, cancel=cancel)
     assert seen == [0, 1, 2, 3]
     assert err.value.step == 3
-    assert engine.generate(req(), seed=1).steps_run == 6  # the engine still works afterwards
+    assert engine.generate(req(seed=1)).steps_run == 6  # the engine still works afterwards
 
 
 @pytest.mark.parametrize("sampler", ["k_lms", "ddim", "k_euler_a", "dpmpp_2m_karras", "unipc"])
@@ -106,7 +106,7 @@ def test_steps_report_diffusers_latents_and_a_sensible_x0(engine, tiny_pipe, sam
     from diffusers import StableDiffusionPipeline
 
     seen = []
-    engine.generate(req(sampler=sampler, steps=8), seed=9, on_step=seen.append)
+    engine.generate(req(sampler=sampler, steps=8, seed=9), on_step=seen.append)
     ref = []
     pipe = StableDiffusionPipeline.from_pipe(tiny_pipe, scheduler=schedulers.build(sampler, engine.base_scheduler_config, 9))
     pipe("a red circle", negative_prompt="blurry", num_inference_steps=8, guidance_scale=7.5, height=64, width=64,

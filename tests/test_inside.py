@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 from safetensors import safe_open
 
-from invoke_shell import schedulers
-from invoke_shell.previews import LatentPreviewer
-from invoke_shell.request import GenerationRequest
+from invoke_shell.engines import schedulers
+from invoke_shell.engines.previews import LatentPreviewer
+from invoke_shell.line.requests import ImageRequest
 
 
 def inter_dir(tmp_path, name):
@@ -72,10 +72,10 @@ def test_vae_decoded_previews(make_shell, tmp_path):
 def test_schedule_table_is_what_the_engine_runs(engine, sampler, strength):
     plan = schedulers.plan(sampler, engine.base_scheduler_config, 10, strength)
     seen = []
-    req = GenerationRequest("x", 10, 7.5, sampler, 64, 64, seed=1, init_img="i.png" if strength else None,
+    req = ImageRequest("x", 10, 7.5, sampler, 64, 64, seed=1, init_img="i.png" if strength else None,
                             strength=strength or 0.75)
     init = Image.new("RGB", (64, 64), (200, 30, 30)) if strength else None
-    engine.generate(req, 1, init_image=init, on_step=seen.append)
+    engine.generate(req, init, on_step=seen.append)
     assert [s.timestep for s in seen if s.step > 0] == [p.timestep for p in plan if p.runs]
 
 
@@ -98,7 +98,7 @@ def test_strength_sweep_makes_one_image_per_value_and_a_sheet(make_shell, tmp_pa
     assert len(made) == 5
     assert [json.loads(Image.open(p).text["sd-metadata"])["image"]["steps_run"] for p in made] == [2, 4, 6, 8, 10]
     sheet = Image.open(out / "000007.9.sweep.png")
-    assert sheet.size == (5 * 128, 16 + 128)
+    assert sheet.size == (5 * 128, 15 + 128)  # one line of column labels above five 128-pixel tiles
     assert "-f 0.2,0.4,0.6,0.8,1.0" in sheet.text["Dream"]
 
 
@@ -107,7 +107,8 @@ def test_two_lists_make_a_labelled_grid(make_shell, tmp_path):
     shell.handle("grid -S 4 -s 2,3 -A ddim,k_lms,unipc")
     out = tmp_path / "out" / "img-samples"
     assert len(list(out.glob("*.4.png"))) == 6
-    assert Image.open(out / "000007.4.sweep.png").size == (90 + 3 * 128, 16 + 2 * 128)
+    width, height = Image.open(out / "000007.4.sweep.png").size
+    assert height == 15 + 2 * 128 and 3 * 128 + 20 < width < 3 * 128 + 60  # row labels (-s 2, -s 3) on the left
 
 
 def test_exact_steps_runs_the_asked_count_and_records_both(make_shell, tmp_path):

@@ -10,8 +10,10 @@ from PIL.PngImagePlugin import PngInfo
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
+from conftest import DEFAULTS
+
 from invoke_shell.errors import UsageError
-from invoke_shell.fetch import fetch
+from invoke_shell.files.fetch import fetch
 
 
 def png_with(path, **chunks):
@@ -27,7 +29,7 @@ def test_fetch_reads_a1111_parameters(tmp_path):
         "a castle on a hill, (masterpiece:1.2)\nNegative prompt: blurry, lowres\n"
         "Steps: 30, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 6.5, Seed: 1234, Size: 512x768, "
         'Model hash: abcdef1234, Model: dreamshaper, Clip skip: 2, Lora hashes: "x: 1, y: 2"'))
-    got = fetch(p)
+    got = fetch(p, DEFAULTS)
     assert got.command == ('"a castle on a hill, (masterpiece:1.2) [blurry, lowres]" -s 30 -S 1234 -W 512 -H 768 '
                            "-C 6.5 -A dpmpp_2m_karras")
     assert any("Clip skip: 2" in n for n in got.notes)
@@ -43,15 +45,15 @@ def test_fetch_reads_invokeai_sd_metadata(tmp_path):
                       "seamless": False, "hires_fix": False, "type": "img2img", "postprocessing": None,
                       "sampler": "k_lms", "variations": [], "init_image_path": "drawings/fire.png",
                       "strength": 0.7}}
-    got = fetch(png_with(tmp_path / "i.png", **{"sd-metadata": json.dumps(meta)}))
+    got = fetch(png_with(tmp_path / "i.png", **{"sd-metadata": json.dumps(meta)}), DEFAULTS)
     assert got.command == '"fire" -s 10 -S 1592514025 -W 384 -H 384 -C 7.5 -A k_lms -I drawings/fire.png -f 0.7'
 
 
 def test_fetch_prefers_dream_and_says_when_there_is_none(tmp_path):
     p = png_with(tmp_path / "d.png", Dream='"x" -s 3 -S 1', parameters="y\nSteps: 9")
-    assert fetch(p).command == '"x" -s 3 -S 1'
+    assert fetch(p, DEFAULTS).command == '"x" -s 3 -S 1 -W 64 -H 64 -C 7.5 -A k_lms'  # filled from the defaults
     with pytest.raises(UsageError) as err:
-        fetch(png_with(tmp_path / "none.png"))
+        fetch(png_with(tmp_path / "none.png"), DEFAULTS)
     assert "carries no generation metadata" in err.value.message
 
 
@@ -115,9 +117,9 @@ def test_help_from_a_line(make_shell):
 
 
 def completions(shell, text):
-    from invoke_shell.completion import ShellCompleter
+    from invoke_shell.shell.completion import ShellCompleter
 
-    return [c.text for c in ShellCompleter(shell).get_completions(Document(text, len(text)), CompleteEvent())]
+    return [c.text for c in ShellCompleter(shell.registry, shell.worker.status).get_completions(Document(text, len(text)), CompleteEvent())]
 
 
 def test_completion(make_shell, tmp_path):
@@ -197,19 +199,19 @@ def test_lines_queue_while_an_image_is_made_and_can_be_cancelled(make_shell, tmp
     shell = make_shell()
     out = tmp_path / "out" / "img-samples"
     live = LiveSession(shell)
-    live.wait_for(lambda: shell.worker.ready.is_set())
+    live.wait_for(lambda: shell.worker.status().state == "ready")
     live.type("slow one -s 1000 -S 1\r")
-    live.wait_for(lambda: shell.worker.progress is not None)
+    live.wait_for(lambda: shell.worker.status().progress is not None)
     live.type("second -s 2 -S 2\r")
     live.type("third -s 2 -S 3\r")
-    live.wait_for(lambda: len(shell.worker.queued()) == 2)
+    live.wait_for(lambda: len(shell.worker.status().queued) == 2)
     assert "queue 2 | running" in shell.toolbar()
     shell.lines.clear()
     live.type("!queue\r")
     live.wait_for(lambda: any("third -s 2 -S 3" in line for line in shell.lines))
     assert any(line.strip().startswith("running") and "slow one" in line for line in shell.lines)
     live.type("!cancel 1\r")  # drop "second"
-    live.wait_for(lambda: len(shell.worker.queued()) == 1)
+    live.wait_for(lambda: len(shell.worker.status().queued) == 1)
     live.type("\x03")  # Ctrl-C on an empty line stops the running image only
     live.wait_for(lambda: (out / "000001.3.png").exists())
     live.close()
@@ -244,7 +246,21 @@ def test_variations_reproduce_bit_identically_from_their_stored_command(make_she
 
 @pytest.mark.parametrize("bad", ["-V 12", "-V x:0.2", "-V 12:1.5", "-v 0.2 -I a.png"])
 def test_bad_variation_switches(bad):
-    from invoke_shell.parsing import parse_line
+    from invoke_shell.line.parsing import parse_line
 
     with pytest.raises(UsageError):
         parse_line(f"a cat {bad}", {"steps": 6, "cfg_scale": 7.5, "sampler": "k_lms", "width": 64, "height": 64})
+
+
+def test_a_bad_line_is_shown_under_the_prompt_and_stays_in_the_buffer(make_shell, tmp_path):
+    shell = make_shell()
+    live = LiveSession(shell)
+    live.type("a cat --strenght 0.3\r")
+    live.wait_for(lambda: getattr(shell, "prompt_session", None) is not None
+                  and shell.prompt_session.default_buffer.validation_error is not None)
+    error = shell.prompt_session.default_buffer.validation_error
+    assert "unknown switch --strenght" in error.message and "did you mean --strength?" in error.message
+    assert shell.prompt_session.default_buffer.text == "a cat --strenght 0.3"
+    live.type("\x08" * 12 + "strength 0.3 -s 2 -S 8\r")  # fix it in place; Enter now runs it
+    live.wait_for(lambda: (tmp_path / "out" / "img-samples" / "000001.8.png").exists())
+    live.close()

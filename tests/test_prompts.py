@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from invoke_shell.engines.prompts import is_weighted, to_compel
-from invoke_shell.request import GenerationRequest
+from invoke_shell.line.requests import ImageRequest
 
 
 @pytest.mark.parametrize("text, weighted", [
@@ -22,16 +22,16 @@ def test_a1111_weights_convert_to_compel():
 
 
 def req(prompt, **kw):
-    return GenerationRequest(prompt, 4, 7.5, "k_lms", 64, 64, seed=3, **kw)
+    return ImageRequest(prompt, 4, 7.5, "k_lms", 64, 64, seed=3, **kw)
 
 
 def test_weights_change_the_picture_and_both_syntaxes_agree(engine):
-    plain = engine.generate(req("a red circle"), 3).pixels
-    invoke = engine.generate(req("a (red)1.5 circle"), 3).pixels
-    a1111 = engine.generate(req("a (red:1.5) circle"), 3).pixels
+    plain = engine.generate(req("a red circle")).pixels
+    invoke = engine.generate(req("a (red)1.5 circle")).pixels
+    a1111 = engine.generate(req("a (red:1.5) circle")).pixels
     assert np.abs(plain - invoke).max() > 1e-3
     assert np.array_equal(invoke, a1111)
-    neutral = engine.generate(req("a (red)1.0 circle"), 3).pixels  # weight 1 through compel = plain
+    neutral = engine.generate(req("a (red)1.0 circle")).pixels  # weight 1 through compel = plain
     assert np.abs(plain - neutral).max() < 1e-4
 
 
@@ -41,7 +41,7 @@ def test_long_prompts_are_chunked_not_cut(engine):
     long = " ".join(words)
     assert engine.prompts.token_count(long) > window
     cut = " ".join(long.split()[:window])
-    assert np.abs(engine.generate(req(long), 3).pixels - engine.generate(req(cut), 3).pixels).max() > 1e-3
+    assert np.abs(engine.generate(req(long)).pixels - engine.generate(req(cut)).pixels).max() > 1e-3
 
 
 def test_tokenization_report(make_shell):

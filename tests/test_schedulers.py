@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from invoke_shell import schedulers
+from invoke_shell.engines import schedulers
 from invoke_shell.errors import UsageError
 from invoke_shell.models.tiny_shapes.train import build_scheduler
-from invoke_shell.params import SAMPLER_NAMES
 
 BASE = dict(build_scheduler().config)
 
@@ -21,7 +20,7 @@ EXPECTED_CLASS = {
 }
 
 
-@pytest.mark.parametrize("name", SAMPLER_NAMES)
+@pytest.mark.parametrize("name", list(schedulers.SAMPLERS))
 def test_every_sampler_builds_from_the_base_config(name):
     s = schedulers.build(name, BASE, seed=1)
     assert type(s).__name__ == EXPECTED_CLASS[name]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from invoke_shell.terminal_view import toolbar_rows
+from invoke_shell.shell.terminal_view import toolbar_rows
 
 
 def test_toolbar_preview_is_half_blocks_with_the_picture_colours():
@@ -31,18 +31,18 @@ def test_show_over_a_pipe_draws_nothing_and_says_so(make_shell, tmp_path):
 
 
 def test_preview_fills_the_toolbar_while_the_image_is_made(make_shell):
+    import threading
+    import time
+
     shell = make_shell()
-    shell.handle("warm -S 1 -s 1")
-    seen = []
-    shell.worker.print = lambda s: None
-    original = shell.worker.previewer
-
-    def spy(latents):
-        picture = original(latents)
-        seen.append(shell.toolbar())
-        return picture
-
-    shell.worker.previewer = spy
-    shell.handle("a red circle -S 2 -s 4 --preview")
-    assert seen and isinstance(seen[-1], list) and any(text == "▀" for _, text in seen[-1])
-    assert shell.worker.preview is None and isinstance(shell.toolbar(), str)  # gone once the image is done
+    run = threading.Thread(target=shell.handle, args=("a red circle -S 2 -s 1000 --preview",))
+    run.start()
+    end = time.time() + 60
+    while not isinstance(shell.toolbar(), list):  # the picture appears after the first step
+        assert time.time() < end and run.is_alive(), "no preview in the toolbar"
+        time.sleep(0.02)
+    rows = shell.toolbar()
+    assert any(text == "▀" for _, text in rows) and "running" in rows[-1][1]
+    assert shell.worker.cancel_running()
+    run.join(timeout=60)
+    assert shell.worker.status().preview is None and isinstance(shell.toolbar(), str)  # gone once it stops

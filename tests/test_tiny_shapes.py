@@ -17,26 +17,17 @@ MODEL = ROOT / "invoke_shell" / "models" / "tiny_shapes" / "model"
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
     """A Shell over the default registry (tiny-shapes) and a real worker thread."""
-    from invoke_shell.models.manager import make_loader
-    from invoke_shell.models.registry import load_registry
-    from invoke_shell.repl import Shell
-    from invoke_shell.worker import Worker
+    from conftest import open_shell
 
     out = tmp_path_factory.mktemp("shapes")
-    lines: list[str] = []
-    registry = load_registry(ROOT / "configs" / "models.yaml")
-    entry = registry.get(None)
-    worker = Worker(make_loader(registry, "cpu", "fp32"), lines.append, out, entry.name)
-    worker.start()
-    shell = Shell(registry, entry, worker, printer=lines.append, raise_errors=True)
-    shell.lines, shell.out = lines, out
+    shell = open_shell(ROOT / "configs" / "models.yaml", out)
+    shell.out = out
     yield shell
-    worker.stop()
-    worker.join(timeout=30)
+    shell.close()
 
 
 def last_image(shell) -> Image.Image:
-    return Image.open(shell.worker.made[-1].path).convert("RGB")
+    return Image.open(shell.worker.status().made[-1].path).convert("RGB")
 
 
 def test_the_model_is_shipped_small_and_loads_offline():

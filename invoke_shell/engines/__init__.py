@@ -1,5 +1,4 @@
-"""Engines: turn a GenerationRequest into pixels. They never write files."""
+"""Engines: turn an ImageRequest into pixels and per-step states. They never write files.
 
-from invoke_shell.engines.generate import Engine, GenerationResult, StepState
-
-__all__ = ["Engine", "GenerationResult", "StepState"]
+Nothing heavy is imported here: the switch table reads the sampler names from schedulers.py
+without pulling in torch."""

@@ -11,16 +11,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from invoke_shell import schedulers
+from invoke_shell.engines import schedulers
 from invoke_shell.engines.prompts import PromptEncoder
 from invoke_shell.engines.tap import StepTap
 from invoke_shell.errors import Cancelled
-from invoke_shell.request import GenerationRequest
+from invoke_shell.line.requests import ImageRequest
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,6 @@ class StepState:
 class GenerationResult:
     image: Image.Image
     pixels: np.ndarray  # float32 HxWx3 in [0, 1], before rounding to 8 bits
-    seed: int
     steps_run: int
     schedule_steps: int  # length of the schedule the steps were taken from
     seconds: float
@@ -52,12 +52,12 @@ class Engine:
     """The resident model: components, device, dtype and the base scheduler config. Nothing
     about any single request is stored here."""
 
-    def __init__(self, pipe) -> None:
+    def __init__(self, pipe: Any) -> None:
         from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 
         self.txt2img = pipe if type(pipe) is StableDiffusionPipeline else StableDiffusionPipeline.from_pipe(pipe)
         self._img2img_cls = StableDiffusionImg2ImgPipeline
-        self.base_scheduler_config = dict(pipe.scheduler.config)
+        self.base_scheduler_config: dict[str, Any] = dict(pipe.scheduler.config)
         self.prompts = PromptEncoder(self.txt2img)
 
     @property
@@ -66,23 +66,24 @@ class Engine:
 
     def generate(
         self,
-        req: GenerationRequest,
-        seed: int,
+        req: ImageRequest,
         init_image: Image.Image | None = None,
         on_step: Callable[[StepState], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> GenerationResult:
+        """One image. `init_image` is the picture of `req.init_img`, already read and sized."""
         t0 = time.perf_counter()
+        seed = req.seed
         # 1. check
-        if req.init_img and init_image is None:
-            raise ValueError("img2img request without an init image")
+        if (req.init_img is None) != (init_image is None):
+            raise ValueError("an init image must come with init_img set, and only then")
         strength = req.strength if init_image is not None else None
         schedule = schedulers.schedule_length(req.steps, strength, req.exact_steps)
         steps_run = schedulers.steps_run(schedule, strength)
         if init_image is not None and steps_run == 0:
             pixels = np.asarray(init_image.convert("RGB"), dtype=np.float32) / 255.0
             why = "strength 0" if req.strength == 0 else f"{schedule} x {req.strength} rounds down to 0 steps"
-            return GenerationResult(init_image.convert("RGB"), pixels, seed, 0, schedule, time.perf_counter() - t0,
+            return GenerationResult(init_image.convert("RGB"), pixels, 0, schedule, time.perf_counter() - t0,
                                     note=f"{why}: the init image is returned unchanged")
         # 2. a fresh scheduler and a pipeline view over the shared components
         scheduler = schedulers.build(req.sampler, self.base_scheduler_config, seed)
@@ -96,7 +97,7 @@ class Engine:
         tap = StepTap(scheduler)
 
         # 3. denoise, reporting each step; Ctrl-C raises from the callback to stop at once
-        def callback(p, i: int, t, kwargs: dict) -> dict:
+        def callback(p: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
             if on_step is not None:
                 total = p.num_timesteps
                 if i == 0:
@@ -132,14 +133,13 @@ class Engine:
         # 4. return
         pixels = out.images[0].astype(np.float32)
         image = Image.fromarray((pixels * 255).round().astype(np.uint8))
-        return GenerationResult(image, pixels, seed, steps_run, schedule, time.perf_counter() - t0)
+        return GenerationResult(image, pixels, steps_run, schedule, time.perf_counter() - t0)
 
-    def noise(self, req: GenerationRequest, generator: torch.Generator) -> torch.Tensor:
-        unet, vae = self.txt2img.unet, self.txt2img.vae
-        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    def noise(self, req: ImageRequest, generator: torch.Generator) -> torch.Tensor:
+        unet, factor = self.txt2img.unet, self.txt2img.vae_scale_factor
         shape = (1, unet.config.in_channels, req.height // factor, req.width // factor)
         noise = torch.randn(shape, generator=generator, dtype=unet.dtype)
-        for vseed, weight in req.with_variations or ():
+        for vseed, weight in req.with_variations:
             other = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(vseed), dtype=unet.dtype)
             noise = slerp(weight, noise.float(), other.float()).to(unet.dtype)
         return noise
@@ -149,8 +149,8 @@ class Engine:
         vae = self.txt2img.vae
         with torch.no_grad():
             x = vae.decode(latents.to(vae.device, vae.dtype) / vae.config.scaling_factor).sample
-        u8 = ((x[0].float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-        return Image.fromarray(u8)
+        image: Image.Image = self.txt2img.image_processor.postprocess(x.float(), output_type="pil")[0]
+        return image
 
 
 def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor, threshold: float = 0.9995) -> torch.Tensor:

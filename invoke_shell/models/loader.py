@@ -1,13 +1,45 @@
-"""Loading a model from disk (never from a hub) onto a device in a precision."""
+"""Loading a model from disk (never from a hub) onto a device in a precision.
+
+`load_model` is the one way a model becomes a resident engine: the shell, the evaluation and
+the benchmarks all call it.
+"""
 
 from __future__ import annotations
 
-import os
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from invoke_shell.errors import UsageError
-from invoke_shell.models.registry import ModelEntry
+from invoke_shell.models.registry import ModelEntry, ModelInfo
+
+if TYPE_CHECKING:
+    import torch
+
+    from invoke_shell.engines.generate import Engine
+    from invoke_shell.engines.previews import LatentPreviewer
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    engine: Engine
+    info: ModelInfo
+    previewer: LatentPreviewer  # the fast latents-to-RGB map for this model's family
+
+
+def load_model(entry: ModelEntry, device: str = "auto", precision: str = "auto") -> LoadedModel:
+    from invoke_shell.engines.generate import Engine
+    from invoke_shell.engines.previews import LatentPreviewer
+    from invoke_shell.files.logs import route_library_logs
+
+    route_library_logs()  # imports diffusers/transformers, then sends their records to our log
+    dev = pick_device(device)
+    pipe = load_pipeline(entry, dev, pick_dtype(precision, dev))
+    return LoadedModel(Engine(pipe), ModelInfo(entry.name, str(entry.path), model_hash(entry.path)),
+                       LatentPreviewer.for_model(entry.path))
 
 
 def pick_device(wanted: str) -> str:
@@ -26,7 +58,7 @@ def pick_device(wanted: str) -> str:
     return "cpu"
 
 
-def pick_dtype(precision: str, device: str):
+def pick_dtype(precision: str, device: str) -> torch.dtype:
     import torch
 
     if precision == "auto":
@@ -34,9 +66,8 @@ def pick_dtype(precision: str, device: str):
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
-def load_pipeline(entry: ModelEntry, device: str, dtype):
+def load_pipeline(entry: ModelEntry, device: str, dtype: torch.dtype) -> Any:
     """A StableDiffusionPipeline for `entry`, on `device` in `dtype`, from local files only."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from diffusers import StableDiffusionPipeline
 
     path = entry.path
@@ -51,10 +82,23 @@ def load_pipeline(entry: ModelEntry, device: str, dtype):
             raise UsageError(f"model {entry.name!r} is a single file and needs a diffusers config folder to load offline",
                              "set `config:` on its entry, e.g. config: sd-1.5 (shipped in configs/)")
         pipe = StableDiffusionPipeline.from_single_file(
-            str(path), config=str(entry.config), local_files_only=True, torch_dtype=dtype,
+            str(path), config=str(entry.config), local_files_only=True, dtype=dtype,
             safety_checker=None, requires_safety_checker=False)
     else:
         pipe = StableDiffusionPipeline.from_pretrained(
-            str(path), local_files_only=True, torch_dtype=dtype,
-            safety_checker=None, requires_safety_checker=False)
+            str(path), local_files_only=True, dtype=dtype, safety_checker=None, requires_safety_checker=False)
     return pipe.to(device)
+
+
+def model_hash(path: Path) -> str:
+    """AUTOMATIC1111-style short hash: sha256 of the weights file (the UNet's for a folder)."""
+    if path.is_dir():
+        files = sorted((path / "unet").glob("*.safetensors")) or sorted(path.rglob("*.safetensors"))
+        if not files:
+            return "unknown"
+        path = files[0]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:10]

@@ -19,10 +19,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
+from invoke_shell.files.sheets import labelled_sheet
+from invoke_shell.line.requests import ImageRequest
 from invoke_shell.models.tiny_shapes import data
-from invoke_shell.request import GenerationRequest
 
 MODEL_DIR = Path(__file__).parent / "model"
 STRENGTHS = [round(0.1 * i, 1) for i in range(1, 11)]
@@ -40,16 +41,12 @@ def sample_drawings(n: int, seed: int) -> list[data.Drawing]:
     return out
 
 
-def load_engine(model_dir: Path, device: str = "cpu"):
-    from diffusers import StableDiffusionPipeline
+def load_engine(model_dir: Path, device: str = "cpu", precision: str = "fp32"):
+    """The shell's own engine for the model folder, loaded the one way the shell loads models."""
+    from invoke_shell.models.loader import load_model
+    from invoke_shell.models.registry import ModelEntry
 
-    from invoke_shell.engines import Engine
-    from invoke_shell.logs import route_library_logs
-
-    route_library_logs()
-    pipe = StableDiffusionPipeline.from_pretrained(str(model_dir), local_files_only=True, safety_checker=None,
-                                                   requires_safety_checker=False)
-    return Engine(pipe.to(device))
+    return load_model(ModelEntry("tiny-shapes", model_dir), device, precision).engine
 
 
 def shell_defaults() -> dict:
@@ -62,8 +59,7 @@ def txt2img_eval(engine, base: dict, prompts: list[data.Drawing], seeds: list[in
     right = {"background": 0, "colour": 0, "shape": 0, "all": 0}
     seconds, pictures = [], []
     for d, seed in itertools.product(prompts, seeds):
-        req = GenerationRequest(prompt=d.caption, **base, seed=seed)
-        res = engine.generate(req, seed)
+        res = engine.generate(ImageRequest(prompt=d.caption, **base, seed=seed))
         seconds.append(res.seconds)
         j = data.judge(res.image)
         ok = (j.background == d.background, j.colour == d.colour, j.shape == d.shape)
@@ -95,12 +91,12 @@ def img2img_eval(engine, base: dict, pairs, seed: int, strengths=STRENGTHS) -> t
     t2i_dist = []
     for k, (init_d, target) in enumerate(pairs):
         init = data.render(init_d)
-        t2i = engine.generate(GenerationRequest(prompt=target.caption, **base, seed=seed), seed).image
+        t2i = engine.generate(ImageRequest(prompt=target.caption, **base, seed=seed)).image
         t2i_dist.append(data.palette_distance(t2i, init))
         strips[k] = [init]
         for f in strengths:
-            req = GenerationRequest(prompt=target.caption, **base, seed=seed, init_img="init.png", strength=f)
-            out = engine.generate(req, seed, init_image=init).image
+            req = ImageRequest(prompt=target.caption, **base, seed=seed, init_img="init.png", strength=f)
+            out = engine.generate(req, init).image
             j = data.judge(out)
             row = rows.setdefault(f, {"keeps_init_colours": 0, "follows_prompt_colours": 0, "distance": []})
             row["keeps_init_colours"] += j.background == init_d.background and j.colour == init_d.colour
@@ -120,41 +116,21 @@ def img2img_eval(engine, base: dict, pairs, seed: int, strengths=STRENGTHS) -> t
 # ---------------------------------------------------------------- pictures
 
 
-def _label(img: Image.Image, text: str, width: int) -> Image.Image:
-    tile = Image.new("RGB", (width, img.height + 14), (255, 255, 255))
-    tile.paste(img, (0, 14))
-    ImageDraw.Draw(tile).text((2, 1), text, fill=(0, 0, 0))
-    return tile
-
-
 def grid_picture(pictures, cols: int = 8, scale: int = 2) -> Image.Image:
-    tiles = []
-    for d, _seed, img, ok in pictures[: cols * 6]:
-        big = img.resize((64 * scale, 64 * scale), Image.Resampling.NEAREST)
-        mark = "" if all(ok) else " x"
-        tiles.append(_label(big, f"{d.colour} {d.shape}/{d.background}{mark}", 64 * scale))
-    w, h = tiles[0].size
-    rows = (len(tiles) + cols - 1) // cols
-    sheet = Image.new("RGB", (cols * w, rows * h), (255, 255, 255))
-    for i, t in enumerate(tiles):
-        sheet.paste(t, ((i % cols) * w, (i // cols) * h))
-    return sheet
+    """Judged txt2img pictures, each labelled with its prompt (x: judged wrong)."""
+    shown = pictures[: cols * 6]
+    rows = [shown[i : i + cols] for i in range(0, len(shown), cols)]
+    tiles = [[labelled_sheet([[img]], [f"{d.colour} {d.shape}/{d.background}" + ("" if all(ok) else " x")],
+                             min_tile=64 * scale) for d, _seed, img, ok in row] for row in rows]
+    return labelled_sheet(tiles)
 
 
 def strip_picture(strips: dict, pairs, rows: int = 4, scale: int = 2) -> Image.Image:
+    """One row per edit: the init drawing, img2img at each strength, and txt2img; the prompt on the left."""
     heads = ["init"] + [f"f={f}" for f in STRENGTHS] + ["txt2img"]
-    size = 64 * scale
-    tiles = []
-    for k in list(strips)[:rows]:
-        for head, img in zip(heads, strips[k]):
-            tiles.append(_label(img.resize((size, size), Image.Resampling.NEAREST), head, size))
-    w, h = tiles[0].size
-    cols = len(heads)
-    sheet = Image.new("RGB", (cols * w, rows * h + 16), (255, 255, 255))
-    for i, t in enumerate(tiles):
-        sheet.paste(t, ((i % cols) * w, 16 + (i // cols) * h))
-    ImageDraw.Draw(sheet).text((4, 2), "prompt: " + " | ".join(p[1].caption for p in pairs[:rows]), fill=(0, 0, 0))
-    return sheet
+    keys = list(strips)[:rows]
+    labels = [pairs[k][1].caption.replace(" on a ", "\non a ") for k in keys]  # two short lines
+    return labelled_sheet([strips[k] for k in keys], heads, labels, min_tile=64 * scale)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -175,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     prompts = sample_drawings(args.prompts, seed=0)
     pairs = edit_pairs(args.inits, seed=1)
-    engine.generate(GenerationRequest(prompt="warm up", **base, seed=0), 0)
+    engine.generate(ImageRequest(prompt="warm up", **base, seed=0))
 
     report: dict = {"defaults": base, "measured": time.strftime("%Y-%m-%d")}
     t0 = time.time()

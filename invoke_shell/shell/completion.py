@@ -3,23 +3,24 @@ paths after -I / !fetch / !replay, and seeds from this session's images after -S
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
 
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
 
-from invoke_shell.params import BY_LONG, BY_SHORT, SAMPLER_NAMES, SWITCHES
+from invoke_shell.engines.schedulers import SAMPLERS
+from invoke_shell.line.switches import BY_LONG, BY_SHORT, SWITCHES
+from invoke_shell.models.registry import Registry
+from invoke_shell.session.status import Status
+from invoke_shell.shell.commands import COMMANDS
 
-if TYPE_CHECKING:
-    from invoke_shell.repl import Shell
-
-PATH_COMMANDS = {"!fetch", "!replay"}
+PATH_COMMANDS = {"!fetch", "!replay", "!show"}
 
 
 class ShellCompleter(Completer):
-    def __init__(self, shell: Shell) -> None:
-        self.shell = shell
+    def __init__(self, registry: Registry, status: Callable[[], Status]) -> None:
+        self.registry = registry
+        self.status = status
         self.paths = PathCompleter(expanduser=True)
 
     def get_completions(self, document: Document, event: CompleteEvent) -> Iterable[Completion]:
@@ -48,12 +49,12 @@ class ShellCompleter(Completer):
     def _values(self, kind: str | None, word: str, glued: str = "") -> Iterable[Completion]:
         start = -len(glued + word)
         if kind == "sampler":
-            for name in SAMPLER_NAMES:
+            for name in SAMPLERS:
                 if name.startswith(word):
                     yield Completion(glued + name, start)
         elif kind == "seed":
             seen = set()
-            for m in reversed(self.shell.worker.made):
+            for m in reversed(self.status().made):
                 seed = str(m.request.seed)
                 if seed.startswith(word) and seed not in seen:
                     seen.add(seed)
@@ -63,8 +64,6 @@ class ShellCompleter(Completer):
                 yield Completion(glued + word + c.text, start, display=c.display)
 
     def _command_completions(self, text: str, word: str, before: list[str]) -> Iterable[Completion]:
-        from invoke_shell.commands import COMMANDS
-
         if not before:  # the command name itself
             for c in COMMANDS.values():
                 if c.name != "N" and ("!" + c.name).startswith(word):
@@ -73,6 +72,6 @@ class ShellCompleter(Completer):
         if before[0] in PATH_COMMANDS:
             yield from self._values("path", word)
         elif before[0] == "!switch":
-            for name, entry in self.shell.registry.models.items():
+            for name, entry in self.registry.models.items():
                 if name.startswith(word):
                     yield Completion(name, -len(word), display_meta=entry.description)

@@ -4,32 +4,31 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
 LOG_NAME = "invoke_shell.log"
 log = logging.getLogger("invoke_shell")
-
-
-def quiet_environment() -> None:
-    """Before any heavy import: no hub access, no download progress bars."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+_OURS = "invoke_shell_handler"  # marks the root handlers this module added
 
 
 def route_logs(outdir: Path, verbose: bool) -> Path:
+    """Records of every logger to <outdir>/invoke_shell.log (and stderr with --verbose).
+    Calling it again replaces the handlers it added before instead of stacking more."""
     outdir.mkdir(parents=True, exist_ok=True)
     path = outdir / LOG_NAME
     root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "name", None) == _OURS]:
+        root.removeHandler(old)
+        old.close()
     root.setLevel(logging.INFO)
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    root.addHandler(handler)
+    handlers: list[logging.Handler] = [logging.FileHandler(path, encoding="utf-8")]
     if verbose:
-        root.addHandler(logging.StreamHandler(sys.stderr))
+        handlers.append(logging.StreamHandler(sys.stderr))
+    for handler in handlers:
+        handler.set_name(_OURS)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        root.addHandler(handler)
     logging.captureWarnings(True)
     return path
 

@@ -8,13 +8,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from invoke_shell import schedulers
-from invoke_shell.parsing import format_request
-from invoke_shell.request import GenerationRequest
+from invoke_shell.engines import schedulers
+from invoke_shell.line.parsing import format_request
+from invoke_shell.line.requests import ImageRequest
+from invoke_shell.models.registry import ModelInfo
 
 APP_ID = "invoke-shell"
 try:
@@ -23,14 +23,12 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     APP_VERSION = "0.1.0"
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    name: str
-    path: str
-    hash: str  # short sha256 of the weights, AUTOMATIC1111-style (first 10 hex digits)
+def command(req: ImageRequest) -> str:
+    """The Dream command: what reproduces this one image."""
+    return format_request(req)
 
 
-def sd_metadata(req: GenerationRequest, model: ModelInfo, steps_run: int, schedule_steps: int | None = None) -> dict[str, Any]:
+def sd_metadata(req: ImageRequest, model: ModelInfo, steps_run: int, schedule_steps: int) -> dict[str, Any]:
     image = {
         "prompt": [{"prompt": req.prompt, "weight": 1.0}],
         "steps": req.steps,
@@ -42,11 +40,11 @@ def sd_metadata(req: GenerationRequest, model: ModelInfo, steps_run: int, schedu
         "type": req.kind,
         "strength": req.strength if req.init_img else None,
         "init_image_path": req.init_img,
-        "variations": [{"seed": s, "weight": w} for s, w in req.with_variations or ()],
+        "variations": [{"seed": s, "weight": w} for s, w in req.with_variations],
         "postprocessing": None,
         # this shell's own keys
         "steps_run": steps_run,
-        "schedule_steps": schedule_steps or req.steps,
+        "schedule_steps": schedule_steps,
         "exact_steps": req.exact_steps,
         "negative_prompt": req.negative,
         "command": format_request(req),
@@ -62,7 +60,7 @@ def sd_metadata(req: GenerationRequest, model: ModelInfo, steps_run: int, schedu
     }
 
 
-def a1111_parameters(req: GenerationRequest, model: ModelInfo) -> str:
+def a1111_parameters(req: ImageRequest, model: ModelInfo) -> str:
     lines = [req.positive]
     if req.negative:
         lines.append(f"Negative prompt: {req.negative}")
@@ -81,7 +79,7 @@ def a1111_parameters(req: GenerationRequest, model: ModelInfo) -> str:
     return "\n".join(lines)
 
 
-def png_chunks(req: GenerationRequest, model: ModelInfo, steps_run: int, schedule_steps: int | None = None) -> dict[str, str]:
+def png_chunks(req: ImageRequest, model: ModelInfo, steps_run: int, schedule_steps: int) -> dict[str, str]:
     return {
         "Dream": format_request(req),
         "sd-metadata": json.dumps(sd_metadata(req, model, steps_run, schedule_steps)),

@@ -1,4 +1,8 @@
-"""The `!` commands, one table: name, help, and the function that runs it."""
+"""The `!` commands, one table: name, usage, help, and the function that runs it.
+
+Commands talk to the shell through the small `Host` interface below and read the session only
+through the worker's frozen `Status`.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,32 @@ import glob
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from PIL import Image
 
 from invoke_shell.errors import UsageError, did_you_mean
-from invoke_shell.fetch import fetch
-from invoke_shell.params import help_text
-from invoke_shell.parsing import format_request
-from invoke_shell.worker import Job
+from invoke_shell.files.fetch import fetch
+from invoke_shell.line.parsing import format_request, parse_switches
+from invoke_shell.line.switches import help_text
+from invoke_shell.models.registry import ModelEntry, Registry
+from invoke_shell.session.session import ModelSession
+from invoke_shell.session.status import Made
+from invoke_shell.session.worker import Action, Job, Ticket, Worker
 
-if TYPE_CHECKING:
-    from invoke_shell.repl import Shell
+
+class Host(Protocol):
+    """What a command may use of the shell."""
+
+    registry: Registry
+    model_entry: ModelEntry
+    worker: Worker
+    print: Callable[[str], None]
+
+    def edit(self, command: str) -> None: ...
+    def replay(self, path: Path) -> None: ...
+    def switch_model(self, entry: ModelEntry) -> None: ...
+    def run_job(self, job: Job, text: str = "") -> Ticket: ...
 
 
 @dataclass(frozen=True)
@@ -25,10 +43,10 @@ class Command:
     name: str
     usage: str
     help: str
-    run: Callable[[Shell, str], None]
+    run: Callable[[Host, str], None]
 
 
-def _help(shell: Shell, args: str) -> None:
+def _help(shell: Host, args: str) -> None:
     shell.print(help_text())
     shell.print("\nCommands:")
     for c in COMMANDS.values():
@@ -37,24 +55,27 @@ def _help(shell: Shell, args: str) -> None:
     entry = shell.model_entry
     d = entry.defaults
     shell.print(f"\nDefaults for model {entry.name}: -s {d['steps']} -C {d['cfg_scale']} -A {d['sampler']} "
-                f"-W {d['width']} -H {d['height']} -f {d.get('strength', 0.75)}")
+                f"-W {d['width']} -H {d['height']} -f {d['strength']}")
 
 
-def _models(shell: Shell, args: str) -> None:
+def _models(shell: Host, args: str) -> None:
     for name, e in shell.registry.models.items():
         mark = "*" if name == shell.model_entry.name else " "
         shell.print(f" {mark} {name:<16} {e.description}  [{e.path}]")
 
 
-def _switch(shell: Shell, args: str) -> None:
+def _switch(shell: Host, args: str) -> None:
     if not args:
         raise UsageError("!switch needs a model name", "e.g. !switch tiny-shapes (see !models)")
-    entry = shell.registry.get(args)
-    shell.switch_model(entry)
+    shell.switch_model(shell.registry.get(args))
 
 
-def _history(shell: Shell, args: str) -> None:
-    made = shell.worker.made
+def _made(shell: Host) -> tuple[Made, ...]:
+    return shell.worker.status().made
+
+
+def _history(shell: Host, args: str) -> None:
+    made = _made(shell)
     if args and not args.isdigit():
         raise UsageError(f"!history takes a count, got {args!r}", "e.g. !history 10")
     count = int(args) if args else 20
@@ -69,18 +90,19 @@ def _history(shell: Shell, args: str) -> None:
         shell.print(">> !N puts command N back at the prompt to edit")
 
 
-def recall(shell: Shell, number: int) -> None:
-    made = shell.worker.made
+def recall(shell: Host, number: int) -> None:
+    made = _made(shell)
     if not 1 <= number <= len(made):
         raise UsageError(f"!{number}: there is no generation {number} this session ({len(made)} so far)",
                          "see !history for the numbers")
     shell.edit(format_request(made[number - 1].request))
 
 
-def _fetch(shell: Shell, args: str) -> None:
+def _fetch(shell: Host, args: str) -> None:
     if not args:
         raise UsageError("!fetch needs a PNG, a folder or a glob", "e.g. !fetch outputs/img-samples/000001.42.png")
     target = Path(args).expanduser()
+    defaults = shell.model_entry.defaults
     if target.is_dir() or any(c in args for c in "*?["):
         pattern = str(target / "*.png") if target.is_dir() else str(target)
         matches = sorted(glob.glob(pattern))
@@ -88,20 +110,20 @@ def _fetch(shell: Shell, args: str) -> None:
             raise UsageError(f"no PNG files match {args}", "check the folder or pattern")
         for m in matches:
             try:
-                shell.print(f"{m}: {fetch(Path(m)).command}")
+                shell.print(f"{m}: {fetch(Path(m), defaults).command}")
             except UsageError as e:
                 shell.print(f"{m}: ({e.message.split(': ', 1)[-1]})")
         shell.print(f">> {len(matches)} file(s); !fetch one of them to edit its command")
         return
     if not target.exists():
         raise UsageError(f"{args} does not exist", "give the path of a PNG (tab completes paths)")
-    got = fetch(target)
+    got = fetch(target, defaults)
     for note in got.notes:
         shell.print(f">> note: {note}")
     shell.edit(got.command)
 
 
-def _replay(shell: Shell, args: str) -> None:
+def _replay(shell: Host, args: str) -> None:
     if not args:
         raise UsageError("!replay needs a file of commands", "e.g. !replay prompts.txt")
     path = Path(args).expanduser()
@@ -110,9 +132,7 @@ def _replay(shell: Shell, args: str) -> None:
     shell.replay(path)
 
 
-def _schedule(shell: Shell, args: str) -> None:
-    from invoke_shell.parsing import parse_switches
-
+def _schedule(shell: Host, args: str) -> None:
     values = parse_switches(args)
     allowed = {"sampler", "steps", "strength", "exact_steps"}
     if set(values) - allowed:
@@ -121,50 +141,42 @@ def _schedule(shell: Shell, args: str) -> None:
     if any(isinstance(v, tuple) for v in values.values()):
         raise UsageError("!schedule takes one value per switch", "e.g. !schedule -A k_lms -s 10 -f 0.7")
     d = shell.model_entry.defaults
-    sampler = values.get("sampler", d["sampler"])
-    steps = values.get("steps", d["steps"])
-    strength = values.get("strength")
-    exact = values.get("exact_steps", False)
-    outdir = shell.worker.outdir
+    sampler, steps = values.get("sampler", d["sampler"]), values.get("steps", d["steps"])
+    strength, exact = values.get("strength"), values.get("exact_steps", False)
 
-    def action(worker) -> None:
-        from invoke_shell.schedule_view import plot, table
+    def show(session: ModelSession) -> None:
+        session.show_schedule(sampler, steps, strength, exact)
 
-        worker.print(table(sampler, worker.engine.base_scheduler_config, steps, strength, exact))
-        path = plot(outdir, sampler, worker.engine.base_scheduler_config, steps, strength, exact)
-        worker.print(f">> plot: {path}")
-
-    shell.wait(shell.worker.submit(Job(None, action=action)))
+    shell.run_job(Action(show), "!schedule " + args)
 
 
-def _queue(shell: Shell, args: str) -> None:
-    w = shell.worker
-    if w.current is not None and w.current.request is not None:
-        step = f" (step {w.progress[0]}/{w.progress[1]})" if w.progress else ""
-        shell.print(f" running{step}: {w.current.line}")
-    queued = w.queued()
-    for i, job in enumerate(queued, 1):
-        shell.print(f"{i:>4}  {job.line}")
-    if not queued and w.current is None:
+def _queue(shell: Host, args: str) -> None:
+    status = shell.worker.status()
+    if status.running is not None:
+        step = f" (step {status.progress[0]}/{status.progress[1]})" if status.progress else ""
+        shell.print(f" running{step}: {status.running}")
+    for i, text in enumerate(status.queued, 1):
+        shell.print(f"{i:>4}  {text}")
+    if not status.queued and status.running is None:
         shell.print(">> nothing queued")
 
 
-def _cancel(shell: Shell, args: str) -> None:
+def _cancel(shell: Host, args: str) -> None:
     if not args:
-        if not shell.cancel_running():
+        if not shell.worker.cancel_running():
             raise UsageError("no image is being made", "!cancel N removes queued line N (see !queue)")
         shell.print(">> cancelling the running image")
         return
     if not args.isdigit():
         raise UsageError(f"!cancel takes a queue number, got {args!r}", "e.g. !cancel 2 (see !queue)")
-    job = shell.worker.drop(int(args))
-    shell.print(f">> removed from the queue: {job.line}")
+    ticket = shell.worker.drop(int(args))
+    shell.print(f">> removed from the queue: {ticket.text}")
 
 
-def _show(shell: Shell, args: str) -> None:
-    from invoke_shell.terminal_view import can_draw, render
+def _show(shell: Host, args: str) -> None:
+    from invoke_shell.shell.terminal_view import can_draw, render
 
-    made = shell.worker.made
+    made = _made(shell)
     arg = args or "-1"
     if arg.startswith("-") and arg[1:].isdigit():
         back = int(arg[1:])
@@ -206,7 +218,7 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def run_command(shell: Shell, name: str, args: str) -> None:
+def run_command(shell: Host, name: str, args: str) -> None:
     if name.isdigit():
         recall(shell, int(name))
         return

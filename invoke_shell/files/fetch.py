@@ -1,18 +1,27 @@
 """Reading the command back out of a PNG: this shell's and InvokeAI's `Dream`, InvokeAI's
-`sd-metadata` JSON, or AUTOMATIC1111's `parameters` text (converted to this shell's switches)."""
+`sd-metadata` JSON, or AUTOMATIC1111's `parameters` text.
+
+Whatever the source, the values go through the switch table's converters into a LineRequest,
+and the command is written by the one formatter, so what `!fetch` puts at the prompt is
+always a line the parser reads back to the same request.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from invoke_shell.engines.schedulers import A1111_TO_SAMPLER, SAMPLERS
 from invoke_shell.errors import UsageError
-from invoke_shell.parsing import quote_prompt
-from invoke_shell.schedulers import A1111_TO_SAMPLER, SAMPLERS
+from invoke_shell.line.parsing import build_line, convert, format_request, parse_line
+from invoke_shell.line.requests import LineRequest
+from invoke_shell.line.switches import BY_NAME
 
 # AUTOMATIC1111's own pattern for `key: value` pairs on the settings line
 _A1111_PARAM = re.compile(r'\s*([\w ]+):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
@@ -20,9 +29,13 @@ _A1111_PARAM = re.compile(r'\s*([\w ]+):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
 
 @dataclass
 class Fetched:
-    command: str
+    request: LineRequest
     source: str  # which chunk it came from
     notes: list[str] = field(default_factory=list)  # what had no equivalent
+
+    @property
+    def command(self) -> str:
+        return format_request(self.request)
 
 
 def read_chunks(path: Path) -> dict[str, str]:
@@ -33,25 +46,44 @@ def read_chunks(path: Path) -> dict[str, str]:
         raise UsageError(f"{path} is not an image Pillow can read", "give a PNG written by a generator") from None
 
 
-def fetch(path: Path) -> Fetched:
+def fetch(path: Path, model_defaults: Mapping[str, Any]) -> Fetched:
     chunks = read_chunks(path)
+    problem = None
     if chunks.get("Dream"):
-        return Fetched(chunks["Dream"].strip(), "Dream")
+        try:
+            line = parse_line(chunks["Dream"], model_defaults)
+        except UsageError as e:
+            problem = f"its Dream command does not parse here ({e.message})"
+        else:
+            if isinstance(line, LineRequest):
+                return Fetched(line, "Dream")
+            problem = "its Dream chunk holds no prompt"
     if chunks.get("sd-metadata"):
-        return from_invokeai_json(chunks["sd-metadata"])
+        return from_invokeai_json(chunks["sd-metadata"], model_defaults)
     if chunks.get("parameters"):
-        return from_a1111(chunks["parameters"])
+        return from_a1111(chunks["parameters"], model_defaults)
+    if problem:
+        raise UsageError(f"{path}: {problem}", "type the command yourself")
     raise UsageError(f"{path} carries no generation metadata (no Dream, sd-metadata or parameters chunk)",
                      "it was not written by invoke-shell, InvokeAI or AUTOMATIC1111, or its text chunks were stripped")
 
 
-def _command(prompt: str, negative: str, switches: list[tuple[str, object]]) -> str:
+def _request(prompt: str, negative: str, raw: dict[str, Any], model_defaults: Mapping[str, Any],
+             source: str, notes: list[str]) -> Fetched:
+    """Convert each foreign value as if typed; one that does not fit is left out with a note."""
+    values = {}
+    for name, value in raw.items():
+        if value is None or value == "" or value == []:
+            continue
+        try:
+            values[name] = convert(BY_NAME[name], str(value))
+        except UsageError as e:
+            notes.append(f"{e.message}; left out")
     text = prompt + (f" [{negative}]" if negative else "")
-    parts = [quote_prompt(text)] + [f"{flag} {value}" for flag, value in switches if value not in (None, "")]
-    return " ".join(parts)
+    return Fetched(build_line(text, values, model_defaults), source, notes)
 
 
-def from_invokeai_json(raw: str) -> Fetched:
+def from_invokeai_json(raw: str, model_defaults: Mapping[str, Any]) -> Fetched:
     try:
         meta = json.loads(raw)
         image = meta["image"]
@@ -62,23 +94,22 @@ def from_invokeai_json(raw: str) -> Fetched:
         prompt = " ".join(p["prompt"] if p.get("weight", 1) == 1 else f"{p['prompt']}:{p['weight']}" for p in prompts)
     else:
         prompt = str(prompts or "")
-    notes = []
+    notes: list[str] = []
     sampler = image.get("sampler")
     if sampler and sampler not in SAMPLERS:
         notes.append(f"sampler {sampler} has no equivalent here; left out")
         sampler = None
-    switches: list[tuple[str, object]] = [("-s", image.get("steps")), ("-S", image.get("seed")),
-                                          ("-W", image.get("width")), ("-H", image.get("height")),
-                                          ("-C", image.get("cfg_scale")), ("-A", sampler)]
+    values = {"steps": image.get("steps"), "seed": image.get("seed"), "width": image.get("width"),
+              "height": image.get("height"), "cfg_scale": image.get("cfg_scale"), "sampler": sampler}
     if image.get("type") == "img2img" or image.get("init_image_path"):
-        switches += [("-I", image.get("init_image_path")), ("-f", image.get("strength"))]
+        values.update(init_img=image.get("init_image_path"), strength=image.get("strength"))
     variations = image.get("variations") or []
     if variations:
-        switches.append(("-V", ",".join(f"{v['seed']}:{v['weight']}" for v in variations)))
-    return Fetched(_command(prompt, "", switches), "sd-metadata", notes)
+        values["with_variations"] = ",".join(f"{v['seed']}:{v['weight']}" for v in variations)
+    return _request(prompt, str(image.get("negative_prompt") or ""), values, model_defaults, "sd-metadata", notes)
 
 
-def from_a1111(raw: str) -> Fetched:
+def from_a1111(raw: str, model_defaults: Mapping[str, Any]) -> Fetched:
     lines = raw.strip().split("\n")
     settings = lines[-1] if _A1111_PARAM.findall(lines[-1]) and "Steps:" in lines[-1] else ""
     body = lines[:-1] if settings else lines
@@ -101,18 +132,16 @@ def from_a1111(raw: str) -> Fetched:
         notes.append(f"Sampler: {sampler_name} has no equivalent here; left out")
     width = height = None
     if "Size" in params:
-        w, _, h = params.pop("Size").partition("x")
-        width, height = (int(w), int(h)) if w.isdigit() and h.isdigit() else (None, None)
-    switches: list[tuple[str, object]] = [("-s", params.pop("Steps", None)), ("-S", params.pop("Seed", None)),
-                                          ("-W", width), ("-H", height), ("-C", params.pop("CFG scale", None)),
-                                          ("-A", sampler)]
+        width, _, height = params.pop("Size").partition("x")
+    values = {"steps": params.pop("Steps", None), "seed": params.pop("Seed", None), "width": width,
+              "height": height, "cfg_scale": params.pop("CFG scale", None), "sampler": sampler}
     strength = params.pop("Denoising strength", None)
     if strength is not None:
-        switches.append(("-f", strength))
+        values["strength"] = strength
         notes.append("Denoising strength given but no init image path: add -I PATH")
     params.pop("Model hash", None)
     if "Model" in params:
         notes.append(f"Model: {params.pop('Model')} (use !switch if you have it)")
     notes += [f"{k}: {v} has no equivalent here" for k, v in params.items()]
-    return Fetched(_command("\n".join(prompt_lines).strip(), "\n".join(negative_lines).strip(), switches),
-                   "parameters", notes)
+    return _request("\n".join(prompt_lines).strip(), "\n".join(negative_lines).strip(), values, model_defaults,
+                    "parameters", notes)

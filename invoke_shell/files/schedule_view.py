@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from invoke_shell import schedulers
+from PIL import Image
+
+from invoke_shell.engines import schedulers
 
 
-def _plan(sampler: str, base: Mapping[str, Any], steps: int, strength: float | None, exact: bool):
+def _plan(sampler: str, base: Mapping[str, Any], steps: int, strength: float | None,
+          exact: bool) -> tuple[int, list[schedulers.PlannedStep]]:
     length = schedulers.schedule_length(steps, strength, exact)
     return length, schedulers.plan(sampler, base, length, strength)
 
@@ -26,17 +29,16 @@ def table(sampler: str, base: Mapping[str, Any], steps: int, strength: float | N
     return "\n".join(lines)
 
 
-def plot(outdir: Path, sampler: str, base: Mapping[str, Any], steps: int, strength: float | None,
-         exact: bool = False) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot(sampler: str, base: Mapping[str, Any], steps: int, strength: float | None,
+         exact: bool = False) -> tuple[Image.Image, str]:
+    """The sigma of every step, those that run marked, as a picture and the file name it goes by."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend, no figure registry
 
     length, plan = _plan(sampler, base, steps, strength, exact)
     xs = [p.index for p in plan]
     sig = [p.sigma for p in plan]
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    fig = Figure(figsize=(6, 3.6), dpi=100)
+    ax = fig.subplots()
     ax.plot(xs, sig, color="#888", lw=1, zorder=1)
     ax.scatter([p.index for p in plan if p.runs], [p.sigma for p in plan if p.runs], s=14, color="#d62728",
                label="runs", zorder=2)
@@ -53,9 +55,7 @@ def plot(outdir: Path, sampler: str, base: Mapping[str, Any], steps: int, streng
     ax.set_title(f"{sampler}, {length} steps" + (f", strength {strength:.2f}" if strength is not None else ""))
     ax.legend(fontsize=8)
     fig.tight_layout()
-    folder = outdir / "schedules"
-    folder.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     name = f"{sampler}.{length}" + (f".f{strength:.2f}" if strength is not None else "") + ".png"
-    fig.savefig(folder / name)
-    plt.close(fig)
-    return folder / name
+    return Image.open(buffer).convert("RGB"), name

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from invoke_shell.errors import UsageError, did_you_mean
-from invoke_shell.params import SAMPLER_NAMES
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,6 @@ SAMPLERS: dict[str, Sampler] = {
         Sampler("unipc", "UniPCMultistepScheduler", "UniPC", {}),
     )
 }
-assert tuple(SAMPLERS) == SAMPLER_NAMES  # the switch table and the registry name the same set
 
 A1111_TO_SAMPLER = {s.a1111: s.name for s in SAMPLERS.values()}
 
@@ -54,7 +52,7 @@ def lookup(name: str) -> Sampler:
                          (f"did you mean {guess}? " if guess else "") + "choose one of " + ", ".join(SAMPLERS)) from None
 
 
-def build(name: str, base_config: Mapping[str, Any], seed: int | None = None):
+def build(name: str, base_config: Mapping[str, Any], seed: int | None = None) -> Any:
     """A new scheduler for one request. `seed` seeds samplers with their own noise source."""
     import diffusers
 
@@ -83,6 +81,14 @@ def schedule_length(steps: int, strength: float | None, exact: bool = False) -> 
     while steps_run(n, strength) < steps:
         n += 1
     return n
+
+
+def describe_img2img(steps: int, strength: float, exact: bool) -> str:
+    """img2img: 7 of 10 steps (strength 0.70): what a line will run, said before it runs."""
+    schedule = schedule_length(steps, strength, exact)
+    n = steps_run(schedule, strength)
+    flag = ", --exact_steps" if exact and schedule != steps else ""
+    return f"img2img: {n} of {schedule} steps (strength {strength:.2f}{flag})"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The thin shell: read a line, parse it, dispatch it, show what happened.
 
-Imports no torch: the worker thread owns the model. Reads from a prompt_toolkit session in a
-terminal, or line by line from standard input when that is a pipe or a file.
+Imports no torch: the worker thread runs every job on the model session, and the screen is
+drawn from the worker's frozen `Status`. Reads from a prompt_toolkit session in a terminal, or
+line by line from standard input when that is a pipe or a file.
 """
 
 from __future__ import annotations
@@ -11,29 +12,39 @@ import time
 import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
-from invoke_shell.commands import run_command
 from invoke_shell.errors import Cancelled, UsageError
-from invoke_shell.inputs import check_init_path
+from invoke_shell.files.inputs import check_init_path
+from invoke_shell.files.logs import log
+from invoke_shell.line.parsing import QUIT, parse_line
+from invoke_shell.line.requests import ShellCommand
 from invoke_shell.models.registry import ModelEntry, Registry
-from invoke_shell.parsing import parse_line
-from invoke_shell.request import ShellCommand
-from invoke_shell.worker import Job, Worker, is_recall
-
-QUIT = {"q", "quit", "exit"}
-
+from invoke_shell.session.session import ModelSession, is_recall
+from invoke_shell.session.worker import Generate, Job, SwitchModel, Ticket, Worker
+from invoke_shell.shell.commands import run_command
 
 class Shell:
-    def __init__(self, registry: Registry, entry: ModelEntry, worker: Worker,
+    def __init__(self, registry: Registry, entry: ModelEntry, session: ModelSession,
                  printer: Callable[[str], None] = print, raise_errors: bool = False) -> None:
         self.registry = registry
-        self.model_entry = entry
-        self.worker = worker
+        self.model_entry = entry  # whose defaults fill what a line leaves out
         self.print = printer
         self.raise_errors = raise_errors  # tests see bugs as exceptions; users see a short report
         self.pending_edit = ""  # text for the next prompt's buffer (!N, !fetch)
         self.interactive = False  # in a terminal: lines queue up and the prompt comes back at once
-        worker.report = self._report_background_error
+        self.worker = Worker(session, on_error=self._report_background_error)
+        self.worker.start()
+
+    def load_first_model(self, wait: bool) -> None:
+        """Load the launch model: in the background in a terminal (the prompt is usable at once)."""
+        ticket = self.worker.submit(SwitchModel(self.model_entry.name), background=not wait)
+        if wait:
+            self.wait(ticket)
+
+    def close(self) -> None:
+        self.worker.stop()
+        self.worker.join(timeout=60)
 
     def edit(self, command: str) -> None:
         """Offer `command` for editing: in the next prompt's buffer, or printed when piped."""
@@ -44,7 +55,7 @@ class Shell:
 
     def replay(self, path: Path) -> None:
         """Run a file of commands; a bad line is reported with its number and the rest still run."""
-        for number, line in enumerate(path.read_text().splitlines(), 1):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
             self.print(f"invoke> {line}    ({path.name}:{number})")
@@ -64,14 +75,13 @@ class Shell:
                 return True
             if parsed.init_img and not is_recall(parsed.init_img):
                 check_init_path(parsed.init_img)
-            job = Job(parsed, line=line.strip())
             if not self.interactive:
-                self.wait(self.worker.submit(job))
+                self.run_job(Generate(parsed), line.strip())
                 return True
-            job.background = True
-            ahead = len(self.worker.queued()) + (self.worker.current is not None)
-            self.worker.submit(job)
-            if not self.worker.ready.is_set():
+            status = self.worker.status()
+            ahead = len(status.queued) + (status.running is not None)
+            self.worker.submit(Generate(parsed), line.strip(), background=True)
+            if status.state == "loading":
                 self.print(">> queued: the model is still loading")
             elif ahead:
                 self.print(f">> queued ({ahead} ahead of it; !queue lists them)")
@@ -84,53 +94,49 @@ class Shell:
         return True
 
     def switch_model(self, entry: ModelEntry) -> None:
-        job = self.wait(self.worker.submit(Job(None, model=entry.name)))
-        if job.error is None:
+        ticket = self.run_job(SwitchModel(entry.name))
+        if ticket.error is None:
             self.model_entry = entry
 
-    def wait(self, job: Job) -> Job:
+    def run_job(self, job: Job, text: str = "") -> Ticket:
+        """Submit a job and wait for it."""
+        return self.wait(self.worker.submit(job, text))
+
+    def wait(self, ticket: Ticket) -> Ticket:
         """Block until the job is done; Ctrl-C cancels it within one step."""
-        if not self.worker.ready.is_set() and job.request is not None:
+        if isinstance(ticket.job, Generate) and self.worker.status().state == "loading":
             self.print(">> waiting for the model to finish loading...")
         while True:
             try:
-                while not job.done.wait(0.05):
-                    pass
+                ticket.done.wait()
                 break
             except KeyboardInterrupt:
-                job.cancel.set()
+                ticket.cancel.set()
                 self.print(">> cancelling...")
-        if job.error is not None:
-            self._show_job_error(job.error)
-        return job
+        if ticket.error is not None:
+            self._show_job_error(ticket.error)
+        return ticket
 
-    def _report_background_error(self, e: BaseException, line: str) -> None:
+    def _report_background_error(self, ticket: Ticket, e: BaseException) -> None:
         try:
-            if not isinstance(e, Cancelled):
-                self.print(f">> in queued line: {line}")
+            if ticket.text and not isinstance(e, Cancelled):
+                self.print(f">> in queued line: {ticket.text}")
             self._show_job_error(e, raise_bugs=False)
         except Exception:  # reporting must never take the worker down
-            pass
-
-    def cancel_running(self) -> bool:
-        job = self.worker.current
-        if job is None or job.request is None:
-            return False
-        job.cancel.set()
-        return True
+            log.exception("could not report a queued line's error")
 
     def finish_queue(self) -> None:
         """On leaving: let queued lines finish (Ctrl-C drops them and stops the running one)."""
         if not self.worker.busy():
             return
-        self.print(f">> finishing {len(self.worker.queued()) + 1} line(s) before leaving; Ctrl-C stops them")
+        status = self.worker.status()
+        self.print(f">> finishing {len(status.queued) + 1} line(s) before leaving; Ctrl-C stops them")
         try:
             while self.worker.busy():
                 time.sleep(0.05)
         except KeyboardInterrupt:
-            for _ in self.worker.queued():
-                self.worker.drop(1)
-            self.cancel_running()
+            self.worker.drop_all()
+            self.worker.cancel_running()
 
     def _show_job_error(self, e: BaseException, raise_bugs: bool = True) -> None:
         if isinstance(e, Cancelled):
@@ -143,8 +149,6 @@ class Shell:
             self.report_bug(e)
 
     def report_bug(self, e: BaseException) -> None:
-        from invoke_shell.logs import log
-
         log.error("unexpected error\n%s", "".join(traceback.format_exception(e)))
         last = traceback.extract_tb(e.__traceback__)[-1:] if e.__traceback__ else []
         where = f" ({Path(last[0].filename).name}:{last[0].lineno})" if last else ""
@@ -161,36 +165,39 @@ class Shell:
             if not self.handle(line):
                 return
 
-    def run_interactive(self, history_file: Path | None, **session_options) -> None:
+    def run_interactive(self, history_file: Path | None, **session_options: Any) -> None:
         """The prompt loop. `session_options` (input=, output=) let tests drive a real session."""
         from prompt_toolkit import PromptSession
         from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
-        from prompt_toolkit.history import FileHistory, InMemoryHistory
-        from prompt_toolkit.key_binding import KeyBindings
+        from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+        from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
         from prompt_toolkit.patch_stdout import patch_stdout
 
-        from invoke_shell.completion import ShellCompleter
+        from invoke_shell.shell.completion import ShellCompleter
+        from invoke_shell.shell.validator import LineValidator
 
         keys = KeyBindings()
 
         @keys.add("c-c")
-        def _(event) -> None:
+        def _(event: KeyPressEvent) -> None:
             """Ctrl-C: clear the line; on an empty line, stop the running image."""
             buffer = event.app.current_buffer
-            if not buffer.text and self.cancel_running():
+            if not buffer.text and self.worker.cancel_running():
                 return
             buffer.reset()
 
-        history = FileHistory(str(history_file)) if history_file else InMemoryHistory()
-        session: PromptSession[str] = PromptSession(
-            history=history, auto_suggest=AutoSuggestFromHistory(), completer=ShellCompleter(self),
+        history: History = FileHistory(str(history_file)) if history_file else InMemoryHistory()
+        self.prompt_session: PromptSession[str] = PromptSession(
+            history=history, auto_suggest=AutoSuggestFromHistory(),
+            completer=ShellCompleter(self.registry, self.worker.status),
+            validator=LineValidator(lambda: self.model_entry.defaults), validate_while_typing=False,
             complete_while_typing=False, bottom_toolbar=self.toolbar, refresh_interval=0.25,
             key_bindings=keys, **session_options)
         self.interactive = True
         with patch_stdout(raw=True):
             while True:
                 try:
-                    line = session.prompt("invoke> ", default=self.pending_edit)
+                    line = self.prompt_session.prompt("invoke> ", default=self.pending_edit)
                     self.pending_edit = ""
                 except KeyboardInterrupt:
                     continue  # Ctrl-C at the prompt clears the line
@@ -200,28 +207,27 @@ class Shell:
                     break
             self.finish_queue()
 
-
-    def toolbar(self):
+    def toolbar(self) -> Any:
         """Status line (and, with --preview, the picture being made above it)."""
-        status = self.status()
-        preview = self.worker.preview
-        if preview is None:
-            return status
-        from invoke_shell.terminal_view import toolbar_rows
+        status = self.worker.status()
+        text = status_line(self.model_entry.name, status)
+        if status.preview is None:
+            return text
+        from invoke_shell.shell.terminal_view import toolbar_rows
 
-        return [*toolbar_rows(preview), ("", status)]
+        return [*toolbar_rows(status.preview), ("", text)]
 
-    def status(self) -> str:
-        w = self.worker
-        state = "ready" if w.ready.is_set() and w.engine is not None else "loading..." if not w.ready.is_set() else "no model"
-        device = str(w.engine.device) if w.engine is not None else "-"
-        last = w.made[-1].request.seed if w.made else "-"
-        running = ""
-        if w.progress:
-            step, total = w.progress
-            running = f" | running {step}/{total} " + "#" * (10 * step // max(total, 1)) + "." * (10 - 10 * step // max(total, 1))
-        return (f" model {self.model_entry.name} ({state}) | device {device} | last seed {last} | "
-                f"queue {len(w.queued())}{running}")
+
+def status_line(model_name: str, status: Any) -> str:
+    state = {"ready": "ready", "loading": "loading...", "no model": "no model"}[status.state]
+    last = status.last_seed if status.last_seed is not None else "-"
+    running = ""
+    if status.progress:
+        step, total = status.progress
+        done = 10 * step // max(total, 1)
+        running = f" | running {step}/{total} " + "#" * done + "." * (10 - done)
+    return (f" model {status.model or model_name} ({state}) | device {status.device} | last seed {last} | "
+            f"queue {len(status.queued)}{running}")
 
 
 def stdin_is_terminal() -> bool:

@@ -1,0 +1,225 @@
+"""Pure parsing: a typed line in, a LineRequest or ShellCommand out, and back again.
+
+    "a red circle [blurry]" -s10 -S 42 -W64 -H 64 --cfg_scale=7.5 -A k_lms
+
+The prompt comes first, quoted or bare; switches follow, each in short form (value glued or
+separate) or long form (`--name value` or `--name=value`). Everything is checked against the
+switch table; a mistake raises UsageError naming the switch and the fix. `format_request`
+writes any request back so that `parse_line(format_request(r)) == r`.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+from invoke_shell.errors import UsageError, did_you_mean
+from invoke_shell.line.requests import ImageRequest, LineRequest, ShellCommand
+from invoke_shell.line.switches import BY_LONG, BY_SHORT, SWITCHES, Switch, defaults
+
+QUIT = {"q", "quit", "exit"}  # words that leave the shell
+_SWITCH_START = re.compile(r"(?:^|\s)(--?[A-Za-z])")
+_HELP = re.compile(r"(?:^|\s)(?:-h|--help)(?:\s|$)")
+_BACKSLASHES_BEFORE = {q: re.compile(r"(\\*)(" + q + r"|$)") for q in "\"'"}
+
+
+def parse_line(line: str, model_defaults: Mapping[str, Any]) -> LineRequest | ShellCommand | None:
+    """Parse one line. `model_defaults` fills what the line leaves out (the model's entry)."""
+    line = line.strip()
+    if not line or line.startswith("#"):
+        return None
+    if line.startswith("!"):
+        name, _, args = line[1:].partition(" ")
+        return ShellCommand(name.strip(), args.strip())
+    prompt, rest = _split_prompt(line)
+    if _HELP.search(rest) or _HELP.fullmatch(line):
+        return ShellCommand("help", "")
+    return build_line(prompt, parse_switches(rest), model_defaults)
+
+
+def build_line(prompt: str, values: dict[str, Any], model_defaults: Mapping[str, Any]) -> LineRequest:
+    """A LineRequest from a prompt and converted switch values (typed, or read from a PNG),
+    the rest from the model's defaults; the checks that involve several switches."""
+    values = dict(values)
+    sweep = tuple((name, v) for name, v in values.items() if isinstance(v, tuple) and _switch(name).sweep)
+    if len(sweep) > 2:
+        raise UsageError(f"{len(sweep)} comma lists on one line; a sweep has at most two (rows x columns)",
+                         "keep two lists, e.g. -f 0.2,0.5,0.8 -C 3,7.5")
+    values.update({name: v[0] for name, v in sweep})
+    if sweep and values.get("iterations", 1) > 1:
+        raise UsageError("a sweep and -n together are ambiguous", "use a sweep (comma list) or -n, not both")
+    if not prompt.strip():
+        raise UsageError("the line has no prompt", 'type the prompt first, e.g. "a red circle" -s 25')
+    if prompt.count("[") != prompt.count("]"):
+        raise UsageError("unbalanced [ ] in the prompt", "close the negative prompt: a cat [blurry]")
+    fields = defaults()
+    fields.update({k: v for k, v in model_defaults.items() if k in fields})
+    fields.update(values)
+    if (fields["variation_amount"] or fields["with_variations"]) and fields["init_img"]:
+        raise UsageError("variations work on txt2img images only", "leave out -I, or leave out -v/-V")
+    if fields["exact_steps"] and fields["init_img"] and fields["strength"] == 0:
+        raise UsageError("--exact_steps at strength 0: no step can run", "give -f above 0, or leave out --exact_steps")
+    for dim in ("width", "height"):
+        if fields[dim] % 8:
+            s = fields[dim]
+            raise UsageError(f"--{dim} must be a multiple of 8, got {s}", f"use {s - s % 8} or {s - s % 8 + 8}")
+    return LineRequest(prompt=" ".join(prompt.split()), sweep=sweep, **fields)
+
+
+def _switch(name: str) -> Switch:
+    return BY_LONG[name]
+
+
+def _split_prompt(line: str) -> tuple[str, str]:
+    quote = line[0]
+    if quote in "\"'":
+        text, i, backslashes = [], 1, 0
+        while i < len(line):  # backslashes count only before the quote (see quote_prompt)
+            c = line[i]
+            if c == "\\":
+                backslashes += 1
+            elif c == quote:
+                text.append("\\" * (backslashes // 2))
+                if backslashes % 2 == 0:
+                    return "".join(text), line[i + 1 :]
+                text.append(quote)
+                backslashes = 0
+            else:
+                text.append("\\" * backslashes + c)
+                backslashes = 0
+            i += 1
+        raise UsageError(f"unbalanced quote {quote} in the prompt",
+                         f"close the prompt with {quote}, e.g. \"a red circle\" -s 25")
+    m = _SWITCH_START.search(line)
+    if not m:
+        return line, ""
+    return line[: m.start(1)], line[m.start(1) :]
+
+
+def parse_switches(text: str) -> dict[str, Any]:
+    """Switches alone (also for ! commands that take some), checked against the table."""
+    try:
+        tokens = shlex.split(text)
+    except ValueError:
+        raise UsageError("unbalanced quote among the switches",
+                         "quote a path with spaces on both sides: -I \"my drawings/fire.png\"") from None
+    values: dict[str, Any] = {}
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        i += 1
+        sw, glued = _lookup(tok)
+        if sw.kind is bool:
+            if glued:
+                raise UsageError(f"{sw.shown} takes no value, got {glued!r}", f"write {sw.flag} alone")
+            values[sw.name] = True
+            continue
+        if glued is None:
+            if i >= len(tokens):
+                raise UsageError(f"{sw.shown} needs a value", sw.usage())
+            glued = tokens[i]
+            i += 1
+        if sw.sweep and "," in glued:
+            items = tuple(convert(sw, part.strip()) for part in glued.split(",") if part.strip())
+            values[sw.name] = items if len(items) > 1 else items[0]
+        else:
+            values[sw.name] = convert(sw, glued)
+    return values
+
+
+def _lookup(tok: str) -> tuple[Switch, str | None]:
+    if tok.startswith("--"):
+        name, eq, value = tok[2:].partition("=")
+        sw = BY_LONG.get(name)
+        if sw is None:
+            guess = did_you_mean(name, BY_LONG)
+            raise UsageError(f"unknown switch --{name}",
+                             f"did you mean --{guess}?" if guess else "type !help for the list of switches")
+        return sw, value if eq else None
+    if tok.startswith("-") and len(tok) >= 2 and tok[1].isalpha():
+        sw = BY_SHORT.get(tok[1])
+        if sw is None:
+            other = BY_SHORT.get(tok[1].swapcase())
+            hint = (f"switches are case-sensitive: did you mean -{other.short} ({other.help})?" if other
+                    else "type !help for the list of switches")
+            raise UsageError(f"unknown switch -{tok[1]}", hint)
+        return sw, tok[2:] or None
+    raise UsageError(f"unexpected {tok!r} after the switches",
+                     "put the whole prompt first, in quotes if it contains a dash: \"a -x b\" -s 10")
+
+
+def convert(sw: Switch, raw: str) -> Any:
+    """Turn one switch's text into its typed, range-checked value."""
+    value: Any
+    if sw.parse is not None:
+        return sw.parse(raw)
+    if sw.kind is bool:
+        if raw.lower() not in ("true", "false"):
+            raise UsageError(f"{sw.shown} is on or off, got {raw!r}", "use true or false")
+        return raw.lower() == "true"
+    if sw.kind is int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise UsageError(f"{sw.shown} expects a whole number, got {raw!r}", sw.usage()) from None
+    elif sw.kind is float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise UsageError(f"{sw.shown} expects a number, got {raw!r}", sw.usage()) from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise UsageError(f"{sw.shown} expects a finite number, got {raw!r}", sw.usage())
+    else:
+        value = raw
+    if sw.choices and value not in sw.choices:
+        guess = did_you_mean(value, sw.choices)
+        raise UsageError(f"unknown {sw.name} {value!r} for {sw.shown}",
+                         (f"did you mean {guess}? " if guess else "") + "choose one of " + ", ".join(sw.choices))
+    if sw.low is not None and value < sw.low or sw.high is not None and value > sw.high:
+        raise UsageError(f"{sw.shown} must be {sw.describe_range()}, got {raw}", sw.usage())
+    return value
+
+
+# ---------------------------------------------------------------- writing the command back
+
+
+def quote_prompt(prompt: str) -> str:
+    """The prompt in quotes the parser reads back exactly: double quotes, single where the prompt
+    holds only double ones; with both kinds, a backslash before each quote (and before the
+    backslashes that precede one, as in Windows command lines)."""
+    q = "'" if '"' in prompt and "'" not in prompt else '"'
+    if q not in prompt and not prompt.endswith("\\"):
+        return q + prompt + q
+    escaped = _BACKSLASHES_BEFORE[q].sub(lambda m: m.group(1) * 2 + ("\\" + q if m.group(2) else ""), prompt)
+    return q + escaped + q
+
+
+def format_request(req: LineRequest | ImageRequest) -> str:
+    """The command that reproduces `req`, in InvokeAI 2.x's Dream shape:
+    "prompt" -s 10 -S 42 -W 64 -H 64 -C 7.5 -A k_lms [-I path -f 0.75]
+
+    Image switches are always written; line switches when they differ from their default;
+    a switch that needs another (strength needs an init image) only with it, or when not default."""
+    parts = [quote_prompt(req.prompt)]
+    swept = dict(getattr(req, "sweep", ()))
+    for sw in SWITCHES:
+        if not hasattr(req, sw.name) or sw.name in swept:
+            continue
+        value = getattr(req, sw.name)
+        if value is None or value is False or value == ():
+            continue
+        if (sw.scope == "line" or (sw.needs and not getattr(req, sw.needs))) and value == sw.default:
+            continue
+        if value is True:
+            parts.append(sw.flag)
+            continue
+        parts.append(_flag_value(sw, (value,)))
+    parts += [_flag_value(BY_LONG[name], values) for name, values in swept.items()]  # rows, then columns
+    return " ".join(parts)
+
+
+def _flag_value(sw: Switch, values: tuple[Any, ...]) -> str:
+    text = ",".join(sw.text(v) for v in values)
+    return f"{sw.flag} {shlex.quote(text) if sw.kind is str else text}"

@@ -1,0 +1,86 @@
+"""`parse_line(format_request(r)) == r` for generated requests: prompts with both kinds of quote
+and backslashes, paths with spaces, sweeps, grids, variations, every line switch."""
+
+from __future__ import annotations
+
+from conftest import DEFAULTS
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from invoke_shell.engines.schedulers import SAMPLERS
+from invoke_shell.line.parsing import format_request, parse_line, quote_prompt
+from invoke_shell.line.requests import LineRequest, expand
+
+# prompts as the parser keeps them: single spaces, no unbalanced [ ], not empty
+words = st.text(alphabet=st.sampled_from(list("abcxyz\"'\\()[]:,.+-!#é中 ")), min_size=1, max_size=12)
+
+
+def _prompt(raw: str) -> str | None:
+    text = " ".join(raw.replace("[", " ").replace("]", " ").split())
+    return text or None
+
+
+prompts = st.builds(_prompt, words).filter(lambda p: p is not None)
+negatives = st.one_of(st.just(""), st.builds(_prompt, words).filter(lambda p: p is not None).map(lambda p: f" [{p}]"))
+paths = st.sampled_from(["a.png", "my drawings/fire.png", "it's here.png", "-1", "last", "/tmp/x y/z.png"])
+floats = st.floats(0, 1, allow_nan=False).map(lambda x: round(x, 3))
+
+
+@st.composite
+def lines(draw: st.DrawFn) -> LineRequest:
+    init = draw(st.one_of(st.none(), paths))
+    sweep_names = draw(st.lists(st.sampled_from(["steps", "cfg_scale", "sampler", "strength"]), max_size=2, unique=True))
+    values = {
+        "steps": draw(st.lists(st.integers(1, 1000), min_size=2, max_size=3, unique=True)),
+        "cfg_scale": draw(st.lists(st.floats(0, 50, allow_nan=False).map(lambda x: round(x, 2)), min_size=2,
+                                   max_size=3, unique=True)),
+        "sampler": draw(st.lists(st.sampled_from(list(SAMPLERS)), min_size=2, max_size=3, unique=True)),
+        "strength": draw(st.lists(floats, min_size=2, max_size=3, unique=True)),
+    }
+    sweep = tuple((name, tuple(values[name])) for name in sweep_names)
+    txt2img = init is None
+    variations = draw(st.lists(st.tuples(st.integers(0, 2**32 - 1), floats), max_size=3)) if txt2img else []
+    return LineRequest(
+        prompt=draw(prompts) + draw(negatives),
+        steps=values["steps"][0], cfg_scale=values["cfg_scale"][0], sampler=values["sampler"][0],
+        width=draw(st.integers(1, 512)) * 8, height=draw(st.integers(1, 512)) * 8,
+        seed=draw(st.one_of(st.none(), st.integers(-1000, 2**32 - 1))),
+        init_img=init, strength=values["strength"][0],
+        exact_steps=draw(st.booleans()) and not txt2img and values["strength"][0] > 0,
+        with_variations=tuple(variations),
+        iterations=1 if sweep else draw(st.integers(1, 1000)),
+        variation_amount=draw(floats) if txt2img else 0.0,
+        grid=draw(st.booleans()), log_tokenization=draw(st.booleans()), preview=draw(st.booleans()),
+        save_intermediates=draw(st.one_of(st.none(), st.integers(1, 1000))),
+        intermediates_decode=draw(st.sampled_from(["approx", "vae"])),
+        outdir=draw(st.one_of(st.none(), st.sampled_from(["o", "out dir/x"]))),
+        sweep=sweep,
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(lines())
+def test_every_line_request_survives_format_and_parse(line):
+    assert parse_line(format_request(line), DEFAULTS) == line
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines(), st.integers(0, 2**32 - 1))
+def test_every_image_request_survives_format_and_parse(line, seed):
+    init = None if line.init_img is None else "resolved/" + line.init_img
+    for image in expand(line, seed, init, new_seed=lambda: 99)[:4]:
+        again = parse_line(format_request(image), DEFAULTS)
+        assert expand(again, again.seed, again.init_img, new_seed=lambda: 0) == [image]
+
+
+@given(prompts)
+def test_quoted_prompt_reads_back_exactly(prompt):
+    line = parse_line(quote_prompt(prompt) + " -s 3", DEFAULTS)
+    assert line.prompt == prompt
+
+
+def test_both_quote_kinds_are_kept():
+    prompt = """he said "it's" \\ fine\\"""
+    written = quote_prompt(prompt)
+    assert written == '"he said \\"it\'s\\" \\ fine\\\\"'
+    assert parse_line(written, DEFAULTS).prompt == prompt
