@@ -24,7 +24,9 @@ test: install
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check invoke_shell tests benchmarks
+	$(BIN)/ruff check invoke_shell tests benchmarks configs
+	$(BIN)/ruff format --check invoke_shell tests benchmarks configs
+	$(BIN)/mypy
 
 train: install
 	$(BIN)/python -m invoke_shell.models.tiny_shapes.train

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from invoke_shell.engines.generate import Engine
+from invoke_shell.line.requests import ImageRequest
 from invoke_shell.models.tiny_shapes import data
 from invoke_shell.models.tiny_shapes.evaluate import MODEL_DIR, load_engine, sample_drawings, shell_defaults
-from invoke_shell.line.requests import ImageRequest
 
 
 def engine_on(device: str, precision: str) -> Engine:
@@ -49,9 +49,11 @@ def main() -> None:
             secs.append(time.perf_counter() - t)
             diffs.append(float(np.abs(res.pixels - ref[i].pixels).max()))
             same += data.judge(res.image) == data.judge(ref[i].image)
-        print(f"{name}: max |gpu - cpu| per image in [0,1]: median {statistics.median(diffs):.4f}, "
-              f"worst {max(diffs):.4f}; same judged picture {same}/{len(prompts)}; "
-              f"{statistics.median(secs) * 1000:.0f} ms per image ({base['steps']} steps)")
+        print(
+            f"{name}: max |gpu - cpu| per image in [0,1]: median {statistics.median(diffs):.4f}, "
+            f"worst {max(diffs):.4f}; same judged picture {same}/{len(prompts)}; "
+            f"{statistics.median(secs) * 1000:.0f} ms per image ({base['steps']} steps)"
+        )
     cpu_secs = []
     for i, dr in enumerate(prompts[:8]):
         t = time.perf_counter()

@@ -17,10 +17,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from invoke_shell.files import intermediates, outputs
-from invoke_shell.models.tiny_shapes.evaluate import MODEL_DIR, load_engine, shell_defaults
 from invoke_shell.engines.previews import LatentPreviewer
+from invoke_shell.files import intermediates, outputs
 from invoke_shell.line.requests import ImageRequest
+from invoke_shell.models.tiny_shapes.evaluate import MODEL_DIR, load_engine, shell_defaults
 
 
 def main() -> None:
@@ -29,8 +29,9 @@ def main() -> None:
     args = p.parse_args()
     engine = load_engine(MODEL_DIR)
     d = shell_defaults()
-    req = ImageRequest("a red circle on a blue background", d["steps"], d["cfg_scale"], d["sampler"],
-                            d["width"], d["height"], seed=1)
+    req = ImageRequest(
+        "a red circle on a blue background", d["steps"], d["cfg_scale"], d["sampler"], d["width"], d["height"], seed=1
+    )
     previewer = LatentPreviewer.for_model(MODEL_DIR)
     render = intermediates.approx_render(previewer)
     writer = ThreadPoolExecutor(1)
@@ -52,10 +53,13 @@ def main() -> None:
             line.append(time.perf_counter() - t)
     med = statistics.median
     print(f"generation, no intermediates:        {med(plain) * 1000:.1f} ms (median of {args.runs})")
-    print(f"generation, collecting every step:   {med(saving) * 1000:.1f} ms "
-          f"(+{(med(saving) / med(plain) - 1) * 100:.1f} %)")
-    print(f"whole line incl. writing all files:  {med(line) * 1000:.1f} ms "
-          f"(+{(med(line) / med(plain) - 1) * 100:.1f} %)")
+    print(
+        f"generation, collecting every step:   {med(saving) * 1000:.1f} ms "
+        f"(+{(med(saving) / med(plain) - 1) * 100:.1f} %)"
+    )
+    print(
+        f"whole line incl. writing all files:  {med(line) * 1000:.1f} ms (+{(med(line) / med(plain) - 1) * 100:.1f} %)"
+    )
 
 
 if __name__ == "__main__":

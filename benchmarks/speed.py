@@ -1,6 +1,6 @@
 """Seconds per image for the embedded model at the shell's defaults (25 steps), on this machine.
 
-    python benchmarks/speed.py [--images 30]
+python benchmarks/speed.py [--images 30]
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import argparse
 import statistics
 import time
 
-from invoke_shell.models.tiny_shapes.evaluate import MODEL_DIR, load_engine, sample_drawings, shell_defaults
 from invoke_shell.line.requests import ImageRequest
+from invoke_shell.models.tiny_shapes.evaluate import MODEL_DIR, load_engine, sample_drawings, shell_defaults
 
 
 def main() -> None:
@@ -28,9 +28,11 @@ def main() -> None:
         t = time.perf_counter()
         engine.generate(ImageRequest(dr.caption, **base, seed=i))
         secs.append(time.perf_counter() - t)
-    print(f"{len(secs)} images, {base['steps']} steps, {base['sampler']}, guidance {base['cfg_scale']}: "
-          f"median {statistics.median(secs):.3f} s, mean {statistics.mean(secs):.3f} s, "
-          f"min {min(secs):.3f} s, max {max(secs):.3f} s")
+    print(
+        f"{len(secs)} images, {base['steps']} steps, {base['sampler']}, guidance {base['cfg_scale']}: "
+        f"median {statistics.median(secs):.3f} s, mean {statistics.mean(secs):.3f} s, "
+        f"min {min(secs):.3f} s, max {max(secs):.3f} s"
+    )
 
 
 if __name__ == "__main__":

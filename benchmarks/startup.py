@@ -51,7 +51,9 @@ def main() -> None:
             a, b = one_run(exe, tmp)
             prompts.append(a)
             loads.append(b)
-    print(f"prompt on screen: median {statistics.median(prompts):.2f} s (runs: {', '.join(f'{x:.2f}' for x in prompts)})")
+    print(
+        f"prompt on screen: median {statistics.median(prompts):.2f} s (runs: {', '.join(f'{x:.2f}' for x in prompts)})"
+    )
     print(f"model loaded:     median {statistics.median(loads):.2f} s (runs: {', '.join(f'{x:.2f}' for x in loads)})")
 
 

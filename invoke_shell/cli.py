@@ -19,12 +19,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model name from the config (default: the config's default)")
     p.add_argument("--outdir", type=Path, default=Path("outputs"), help="output folder (default: outputs)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
-    p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
-                   help="auto: fp16 on a GPU, fp32 on the CPU")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "fp16", "bf16"),
+        default="auto",
+        help="auto: fp16 on a GPU, fp32 on the CPU",
+    )
     p.add_argument("--from_file", type=Path, help="run the commands in FILE, then exit")
     p.add_argument("--config", type=Path, help="models config (default: configs/models.yaml)")
-    p.add_argument("--history", type=Path, default=Path("~/.invoke_history").expanduser(),
-                   help="line history file (default: ~/.invoke_history)")
+    p.add_argument(
+        "--history",
+        type=Path,
+        default=Path("~/.invoke_history").expanduser(),
+        help="line history file (default: ~/.invoke_history)",
+    )
     p.add_argument("--verbose", action="store_true", help="also show library warnings and logs on screen")
     return p
 
@@ -40,7 +48,7 @@ def quiet_environment() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from invoke_shell.files.logs import route_logs
+    from invoke_shell.logs import route_logs
     from invoke_shell.models.loader import load_model
     from invoke_shell.models.registry import Registry, builtin_registry, load_registry
     from invoke_shell.session.session import ModelSession
@@ -71,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     session = ModelSession(registry, lambda e: load_model(e, args.device, args.precision), args.outdir, say)
     shell = Shell(registry, entry, session, printer=say)
     if interactive:
-        print(f"invoke-shell: model {entry.name} is loading; type !help for switches, q to quit "
-              f"(logs: {log_path})")
+        print(f"invoke-shell: model {entry.name} is loading; type !help for switches, q to quit (logs: {log_path})")
     shell.load_first_model(wait=not interactive)
     try:
         if args.from_file:

@@ -24,8 +24,9 @@ def tiny_config(tmp_path_factory) -> Path:
 def tiny_pipe(tiny_config):
     from diffusers import StableDiffusionPipeline
 
-    return StableDiffusionPipeline.from_pretrained(str(tiny_config.parent / "model"), local_files_only=True,
-                                                   safety_checker=None, requires_safety_checker=False)
+    return StableDiffusionPipeline.from_pretrained(
+        str(tiny_config.parent / "model"), local_files_only=True, safety_checker=None, requires_safety_checker=False
+    )
 
 
 @pytest.fixture(scope="session")

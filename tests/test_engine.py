@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from invoke_shell.engines import schedulers
+from invoke_shell import schedulers
 from invoke_shell.errors import Cancelled
 from invoke_shell.line.requests import ImageRequest
 
@@ -32,9 +32,18 @@ def test_txt2img_equals_diffusers_pipeline(engine, tiny_pipe, sampler):
 
     ours = engine.generate(req(sampler=sampler, seed=42))
     ref_pipe = StableDiffusionPipeline.from_pipe(
-        tiny_pipe, scheduler=schedulers.build(sampler, engine.base_scheduler_config, 42))
-    ref = ref_pipe("a red circle", negative_prompt="blurry", num_inference_steps=6, guidance_scale=7.5,
-                   height=64, width=64, generator=torch.Generator().manual_seed(42), output_type="np").images[0]
+        tiny_pipe, scheduler=schedulers.build(sampler, engine.base_scheduler_config, 42)
+    )
+    ref = ref_pipe(
+        "a red circle",
+        negative_prompt="blurry",
+        num_inference_steps=6,
+        guidance_scale=7.5,
+        height=64,
+        width=64,
+        generator=torch.Generator().manual_seed(42),
+        output_type="np",
+    ).images[0]
     assert np.abs(ours.pixels - ref).max() <= 1e-4
 
 
@@ -43,9 +52,18 @@ def test_img2img_equals_diffusers_pipeline(engine, tiny_pipe, init_image):
 
     ours = engine.generate(req(init_img="x.png", strength=0.7, steps=10, seed=7), init_image=init_image)
     ref_pipe = StableDiffusionImg2ImgPipeline.from_pipe(
-        tiny_pipe, scheduler=schedulers.build("k_lms", engine.base_scheduler_config, 7))
-    ref = ref_pipe("a red circle", negative_prompt="blurry", image=init_image, strength=0.7, num_inference_steps=10,
-                   guidance_scale=7.5, generator=torch.Generator().manual_seed(7), output_type="np").images[0]
+        tiny_pipe, scheduler=schedulers.build("k_lms", engine.base_scheduler_config, 7)
+    )
+    ref = ref_pipe(
+        "a red circle",
+        negative_prompt="blurry",
+        image=init_image,
+        strength=0.7,
+        num_inference_steps=10,
+        guidance_scale=7.5,
+        generator=torch.Generator().manual_seed(7),
+        output_type="np",
+    ).images[0]
     assert np.abs(ours.pixels - ref).max() <= 1e-4
 
 
@@ -60,8 +78,9 @@ def test_same_command_and_seed_same_pixels(engine):
 @pytest.mark.parametrize("steps, strength, expected", [(10, 0.7, 7), (10, 0.4, 4), (50, 0.8, 40), (10, 1.0, 10)])
 def test_img2img_runs_int_steps_times_strength(engine, init_image, steps, strength, expected):
     seen = []
-    result = engine.generate(req(init_img="x.png", steps=steps, strength=strength, seed=3), init_image=init_image,
-                             on_step=seen.append)
+    result = engine.generate(
+        req(init_img="x.png", steps=steps, strength=strength, seed=3), init_image=init_image, on_step=seen.append
+    )
     assert result.steps_run == expected
     assert [s.step for s in seen] == list(range(expected + 1))  # step 0: what the model first sees
     assert all(s.total == expected for s in seen)
@@ -108,11 +127,21 @@ def test_steps_report_diffusers_latents_and_a_sensible_x0(engine, tiny_pipe, sam
     seen = []
     engine.generate(req(sampler=sampler, steps=8, seed=9), on_step=seen.append)
     ref = []
-    pipe = StableDiffusionPipeline.from_pipe(tiny_pipe, scheduler=schedulers.build(sampler, engine.base_scheduler_config, 9))
-    pipe("a red circle", negative_prompt="blurry", num_inference_steps=8, guidance_scale=7.5, height=64, width=64,
-         generator=torch.Generator().manual_seed(9), output_type="latent",
-         callback_on_step_end=lambda p, i, t, kw: ref.append(kw["latents"].clone()) or {},
-         callback_on_step_end_tensor_inputs=["latents"])
+    pipe = StableDiffusionPipeline.from_pipe(
+        tiny_pipe, scheduler=schedulers.build(sampler, engine.base_scheduler_config, 9)
+    )
+    pipe(
+        "a red circle",
+        negative_prompt="blurry",
+        num_inference_steps=8,
+        guidance_scale=7.5,
+        height=64,
+        width=64,
+        generator=torch.Generator().manual_seed(9),
+        output_type="latent",
+        callback_on_step_end=lambda p, i, t, kw: ref.append(kw["latents"].clone()) or {},
+        callback_on_step_end_tensor_inputs=["latents"],
+    )
     after = [s for s in seen if s.step > 0]
     assert len(after) == len(ref) == 8
     for s, r in zip(after, ref):

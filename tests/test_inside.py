@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from safetensors import safe_open
 
-from invoke_shell.engines import schedulers
+from invoke_shell import schedulers
 from invoke_shell.engines.previews import LatentPreviewer
 from invoke_shell.line.requests import ImageRequest
 
@@ -72,8 +72,9 @@ def test_vae_decoded_previews(make_shell, tmp_path):
 def test_schedule_table_is_what_the_engine_runs(engine, sampler, strength):
     plan = schedulers.plan(sampler, engine.base_scheduler_config, 10, strength)
     seen = []
-    req = ImageRequest("x", 10, 7.5, sampler, 64, 64, seed=1, init_img="i.png" if strength else None,
-                            strength=strength or 0.75)
+    req = ImageRequest(
+        "x", 10, 7.5, sampler, 64, 64, seed=1, init_img="i.png" if strength else None, strength=strength or 0.75
+    )
     init = Image.new("RGB", (64, 64), (200, 30, 30)) if strength else None
     engine.generate(req, init, on_step=seen.append)
     assert [s.timestep for s in seen if s.step > 0] == [p.timestep for p in plan if p.runs]

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import DEFAULTS
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
-
-from conftest import DEFAULTS
 
 from invoke_shell.errors import UsageError
 from invoke_shell.files.fetch import fetch
@@ -25,26 +24,49 @@ def png_with(path, **chunks):
 
 
 def test_fetch_reads_a1111_parameters(tmp_path):
-    p = png_with(tmp_path / "a.png", parameters=(
-        "a castle on a hill, (masterpiece:1.2)\nNegative prompt: blurry, lowres\n"
-        "Steps: 30, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 6.5, Seed: 1234, Size: 512x768, "
-        'Model hash: abcdef1234, Model: dreamshaper, Clip skip: 2, Lora hashes: "x: 1, y: 2"'))
+    p = png_with(
+        tmp_path / "a.png",
+        parameters=(
+            "a castle on a hill, (masterpiece:1.2)\nNegative prompt: blurry, lowres\n"
+            "Steps: 30, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 6.5, Seed: 1234, Size: 512x768, "
+            'Model hash: abcdef1234, Model: dreamshaper, Clip skip: 2, Lora hashes: "x: 1, y: 2"'
+        ),
+    )
     got = fetch(p, DEFAULTS)
-    assert got.command == ('"a castle on a hill, (masterpiece:1.2) [blurry, lowres]" -s 30 -S 1234 -W 512 -H 768 '
-                           "-C 6.5 -A dpmpp_2m_karras")
+    assert got.command == (
+        '"a castle on a hill, (masterpiece:1.2) [blurry, lowres]" -s 30 -S 1234 -W 512 -H 768 -C 6.5 -A dpmpp_2m_karras'
+    )
     assert any("Clip skip: 2" in n for n in got.notes)
     assert any("Lora hashes" in n for n in got.notes)
     assert any("dreamshaper" in n for n in got.notes)
 
 
 def test_fetch_reads_invokeai_sd_metadata(tmp_path):
-    meta = {"model": "stable diffusion", "model_weights": "stable-diffusion-1.5", "model_hash": "cc6cb27103",
-            "app_id": "invoke-ai/InvokeAI", "app_version": "2.3.5",
-            "image": {"prompt": [{"prompt": "fire", "weight": 1.0}], "steps": 10, "cfg_scale": 7.5,
-                      "threshold": 0, "perlin": 0, "height": 384, "width": 384, "seed": 1592514025,
-                      "seamless": False, "hires_fix": False, "type": "img2img", "postprocessing": None,
-                      "sampler": "k_lms", "variations": [], "init_image_path": "drawings/fire.png",
-                      "strength": 0.7}}
+    meta = {
+        "model": "stable diffusion",
+        "model_weights": "stable-diffusion-1.5",
+        "model_hash": "cc6cb27103",
+        "app_id": "invoke-ai/InvokeAI",
+        "app_version": "2.3.5",
+        "image": {
+            "prompt": [{"prompt": "fire", "weight": 1.0}],
+            "steps": 10,
+            "cfg_scale": 7.5,
+            "threshold": 0,
+            "perlin": 0,
+            "height": 384,
+            "width": 384,
+            "seed": 1592514025,
+            "seamless": False,
+            "hires_fix": False,
+            "type": "img2img",
+            "postprocessing": None,
+            "sampler": "k_lms",
+            "variations": [],
+            "init_image_path": "drawings/fire.png",
+            "strength": 0.7,
+        },
+    }
     got = fetch(png_with(tmp_path / "i.png", **{"sd-metadata": json.dumps(meta)}), DEFAULTS)
     assert got.command == '"fire" -s 10 -S 1592514025 -W 384 -H 384 -C 7.5 -A k_lms -I drawings/fire.png -f 0.7'
 
@@ -102,7 +124,7 @@ def test_grid_of_iterations(make_shell, tmp_path):
 
 def test_replay_reports_bad_lines_with_numbers_and_goes_on(make_shell, tmp_path):
     script = tmp_path / "prompts.txt"
-    script.write_text("# my prompts\n\na red circle -S 1 -s 2\nbad --steps many\n\"blue\" -S 2 -s 2\n")
+    script.write_text('# my prompts\n\na red circle -S 1 -s 2\nbad --steps many\n"blue" -S 2 -s 2\n')
     shell = make_shell()
     shell.handle(f"!replay {script}")
     assert any("prompts.txt line 4: error: -s/--steps expects a whole number" in line for line in shell.lines)
@@ -119,7 +141,12 @@ def test_help_from_a_line(make_shell):
 def completions(shell, text):
     from invoke_shell.shell.completion import ShellCompleter
 
-    return [c.text for c in ShellCompleter(shell.registry, shell.worker.status).get_completions(Document(text, len(text)), CompleteEvent())]
+    return [
+        c.text
+        for c in ShellCompleter(shell.registry, shell.worker.status).get_completions(
+            Document(text, len(text)), CompleteEvent()
+        )
+    ]
 
 
 def test_completion(make_shell, tmp_path):
@@ -148,7 +175,8 @@ class LiveSession:
         self._pipe = create_pipe_input()
         self.inp = self._pipe.__enter__()
         self.thread = threading.Thread(
-            target=shell.run_interactive, args=(None,), kwargs={"input": self.inp, "output": DummyOutput()})
+            target=shell.run_interactive, args=(None,), kwargs={"input": self.inp, "output": DummyOutput()}
+        )
         self.thread.start()
 
     def type(self, text):
@@ -182,8 +210,19 @@ def test_buffer_gets_the_recalled_command_in_a_real_session(make_shell, tmp_path
 
 
 def test_fetch_puts_a_png_command_into_the_buffer_in_a_real_session(make_shell, tmp_path):
-    meta = {"app_id": "invoke-ai/InvokeAI", "image": {"prompt": [{"prompt": "fetched", "weight": 1.0}], "steps": 3,
-            "cfg_scale": 4.0, "seed": 77, "width": 64, "height": 64, "sampler": "ddim", "type": "txt2img"}}
+    meta = {
+        "app_id": "invoke-ai/InvokeAI",
+        "image": {
+            "prompt": [{"prompt": "fetched", "weight": 1.0}],
+            "steps": 3,
+            "cfg_scale": 4.0,
+            "seed": 77,
+            "width": 64,
+            "height": 64,
+            "sampler": "ddim",
+            "type": "txt2img",
+        },
+    }
     png = png_with(tmp_path / "invokeai.png", **{"sd-metadata": json.dumps(meta)})
     shell = make_shell()
     out = tmp_path / "out" / "img-samples"
@@ -256,8 +295,12 @@ def test_a_bad_line_is_shown_under_the_prompt_and_stays_in_the_buffer(make_shell
     shell = make_shell()
     live = LiveSession(shell)
     live.type("a cat --strenght 0.3\r")
-    live.wait_for(lambda: getattr(shell, "prompt_session", None) is not None
-                  and shell.prompt_session.default_buffer.validation_error is not None)
+    live.wait_for(
+        lambda: (
+            getattr(shell, "prompt_session", None) is not None
+            and shell.prompt_session.default_buffer.validation_error is not None
+        )
+    )
     error = shell.prompt_session.default_buffer.validation_error
     assert "unknown switch --strenght" in error.message and "did you mean --strength?" in error.message
     assert shell.prompt_session.default_buffer.text == "a cat --strenght 0.3"

@@ -9,11 +9,9 @@ from PIL import Image
 
 from invoke_shell.files import metadata, outputs
 from invoke_shell.line.parsing import parse_line
-from invoke_shell.line.requests import expand
-from invoke_shell.models.registry import ModelInfo
-from invoke_shell.line.requests import ImageRequest
+from invoke_shell.line.requests import ImageRequest, expand
 
-MODEL = ModelInfo("tiny-random", "/models/tiny", "0123456789")
+MODEL = metadata.ModelInfo("tiny-random", "/models/tiny", "0123456789")
 SMALL = ImageRequest("x", 1, 7.5, "k_lms", 8, 8, seed=42)
 
 
@@ -30,8 +28,9 @@ def test_numbering_continues_and_never_overwrites(tmp_path):
 
 
 def test_three_chunks_round_trip(tmp_path):
-    req = ImageRequest("a red circle [blurry]", 10, 7.5, "dpmpp_2m_karras", 64, 64, seed=42,
-                            init_img="in.png", strength=0.7)
+    req = ImageRequest(
+        "a red circle [blurry]", 10, 7.5, "dpmpp_2m_karras", 64, 64, seed=42, init_img="in.png", strength=0.7
+    )
     path = outputs.write_image(tmp_path, req, Image.new("RGB", (64, 64)), MODEL, 7, 10)
     text = Image.open(path).text
     assert text["Dream"] == '"a red circle [blurry]" -s 10 -S 42 -W 64 -H 64 -C 7.5 -A dpmpp_2m_karras -I in.png -f 0.7'
@@ -50,13 +49,15 @@ def test_three_chunks_round_trip(tmp_path):
     assert text["parameters"] == (
         "a red circle\nNegative prompt: blurry\n"
         "Steps: 10, Sampler: DPM++ 2M Karras, CFG scale: 7.5, Seed: 42, Size: 64x64, "
-        "Model hash: 0123456789, Model: tiny-random, Denoising strength: 0.7")
+        "Model hash: 0123456789, Model: tiny-random, Denoising strength: 0.7"
+    )
 
 
 def test_txt2img_parameters_have_no_strength_and_no_negative_line():
     req = ImageRequest("a cat", 25, 3.0, "k_euler_a", 64, 64, seed=1)
     assert metadata.a1111_parameters(req, MODEL) == (
-        "a cat\nSteps: 25, Sampler: Euler a, CFG scale: 3, Seed: 1, Size: 64x64, Model hash: 0123456789, Model: tiny-random")
+        "a cat\nSteps: 25, Sampler: Euler a, CFG scale: 3, Seed: 1, Size: 64x64, Model hash: 0123456789, Model: tiny-random"
+    )
     assert metadata.sd_metadata(req, MODEL, 25, 25)["image"]["type"] == "txt2img"
 
 
@@ -65,4 +66,4 @@ def test_command_log_lists_each_file(tmp_path):
     outputs.append_log(tmp_path, '"a" -s 1', tmp_path / "img-samples" / "000001.1.png")
     outputs.append_log(tmp_path, '"b" -s 2', tmp_path / "img-samples" / "000002.2.png")
     lines = (tmp_path / "img-samples" / "invoke_log.md").read_text().splitlines()
-    assert len(lines) == 2 and "`000002.2.png`: `\"b\" -s 2`" in lines[1]
+    assert len(lines) == 2 and '`000002.2.png`: `"b" -s 2`' in lines[1]

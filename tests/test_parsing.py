@@ -6,18 +6,30 @@ import pytest
 from conftest import DEFAULTS
 
 from invoke_shell.errors import UsageError
-from invoke_shell.line.switches import BY_SHORT, SWITCHES, help_text
 from invoke_shell.line.parsing import format_request, parse_line
 from invoke_shell.line.requests import ImageRequest, LineRequest, ShellCommand, expand
+from invoke_shell.line.switches import BY_SHORT, SWITCHES, help_text
 
 
 @pytest.mark.parametrize(
     "line, expected",
     [
-        ('"fire" -s10 -W384 -H384 -S1592514025 -I drawings/fire.png -f 0.7',
-         dict(prompt="fire", steps=10, width=384, height=384, seed=1592514025, init_img="drawings/fire.png",
-              strength=0.7)),
-        ("a red circle on a blue background -s 25 -S 42", dict(prompt="a red circle on a blue background", steps=25, seed=42)),
+        (
+            '"fire" -s10 -W384 -H384 -S1592514025 -I drawings/fire.png -f 0.7',
+            dict(
+                prompt="fire",
+                steps=10,
+                width=384,
+                height=384,
+                seed=1592514025,
+                init_img="drawings/fire.png",
+                strength=0.7,
+            ),
+        ),
+        (
+            "a red circle on a blue background -s 25 -S 42",
+            dict(prompt="a red circle on a blue background", steps=25, seed=42),
+        ),
         ("bare prompt", dict(prompt="bare prompt", steps=6, seed=None, sampler="k_lms", cfg_scale=7.5)),
         ("x --steps=12 --seed 7 --cfg_scale 3 --sampler ddim", dict(steps=12, seed=7, cfg_scale=3.0, sampler="ddim")),
         ("x --iterations 3 --width 128 --height 96 --outdir o", dict(iterations=3, width=128, height=96, outdir="o")),
@@ -96,7 +108,7 @@ def test_written_command_shape():
     "req",
     [
         ImageRequest("a red circle [blurry]", 10, 7.5, "k_lms", 64, 64, seed=42),
-        ImageRequest("it's \"quoted\"", 50, 0.0, "dpmpp_2m_karras", 512, 768, seed=2**32 - 1),
+        ImageRequest('it\'s "quoted"', 50, 0.0, "dpmpp_2m_karras", 512, 768, seed=2**32 - 1),
         ImageRequest('say "hi"', 3, 12.25, "ddim", 64, 64, seed=0, init_img="dir with space/a.png", strength=0.33),
         ImageRequest("x", 1, 1.0, "unipc", 8, 4096, seed=1, init_img="a.png", strength=1.0),
     ],
@@ -108,8 +120,18 @@ def test_parse_of_written_command_gives_back_the_request(req):
 
 def test_switch_table_is_complete_and_drives_help():
     longs = {s.name for s in SWITCHES}
-    assert {"steps", "seed", "iterations", "width", "height", "cfg_scale", "sampler", "init_img", "strength",
-            "outdir"} <= longs
+    assert {
+        "steps",
+        "seed",
+        "iterations",
+        "width",
+        "height",
+        "cfg_scale",
+        "sampler",
+        "init_img",
+        "strength",
+        "outdir",
+    } <= longs
     assert len(BY_SHORT) == len([s for s in SWITCHES if s.short])  # no short form used twice
     text = help_text()
     for s in SWITCHES:

@@ -9,10 +9,19 @@ from invoke_shell.engines.prompts import is_weighted, to_compel
 from invoke_shell.line.requests import ImageRequest
 
 
-@pytest.mark.parametrize("text, weighted", [
-    ("a red circle", False), ("a well-made cat", False), ("a (red)1.3 circle", True), ("a red+ circle", True),
-    ("a red circle-", True), ("a (red:1.3) circle", True), ("x-ray, blue", False), ("(red)", False),
-])
+@pytest.mark.parametrize(
+    "text, weighted",
+    [
+        ("a red circle", False),
+        ("a well-made cat", False),
+        ("a (red)1.3 circle", True),
+        ("a red+ circle", True),
+        ("a red circle-", True),
+        ("a (red:1.3) circle", True),
+        ("x-ray, blue", False),
+        ("(red)", False),
+    ],
+)
 def test_weighting_is_recognised(text, weighted):
     assert is_weighted(text) is weighted
 

@@ -7,7 +7,7 @@ from conftest import DEFAULTS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from invoke_shell.engines.schedulers import SAMPLERS
+from invoke_shell.schedulers import SAMPLERS
 from invoke_shell.line.parsing import format_request, parse_line, quote_prompt
 from invoke_shell.line.requests import LineRequest, expand
 
@@ -29,11 +29,14 @@ floats = st.floats(0, 1, allow_nan=False).map(lambda x: round(x, 3))
 @st.composite
 def lines(draw: st.DrawFn) -> LineRequest:
     init = draw(st.one_of(st.none(), paths))
-    sweep_names = draw(st.lists(st.sampled_from(["steps", "cfg_scale", "sampler", "strength"]), max_size=2, unique=True))
+    sweep_names = draw(
+        st.lists(st.sampled_from(["steps", "cfg_scale", "sampler", "strength"]), max_size=2, unique=True)
+    )
     values = {
         "steps": draw(st.lists(st.integers(1, 1000), min_size=2, max_size=3, unique=True)),
-        "cfg_scale": draw(st.lists(st.floats(0, 50, allow_nan=False).map(lambda x: round(x, 2)), min_size=2,
-                                   max_size=3, unique=True)),
+        "cfg_scale": draw(
+            st.lists(st.floats(0, 50, allow_nan=False).map(lambda x: round(x, 2)), min_size=2, max_size=3, unique=True)
+        ),
         "sampler": draw(st.lists(st.sampled_from(list(SAMPLERS)), min_size=2, max_size=3, unique=True)),
         "strength": draw(st.lists(floats, min_size=2, max_size=3, unique=True)),
     }
@@ -42,15 +45,21 @@ def lines(draw: st.DrawFn) -> LineRequest:
     variations = draw(st.lists(st.tuples(st.integers(0, 2**32 - 1), floats), max_size=3)) if txt2img else []
     return LineRequest(
         prompt=draw(prompts) + draw(negatives),
-        steps=values["steps"][0], cfg_scale=values["cfg_scale"][0], sampler=values["sampler"][0],
-        width=draw(st.integers(1, 512)) * 8, height=draw(st.integers(1, 512)) * 8,
+        steps=values["steps"][0],
+        cfg_scale=values["cfg_scale"][0],
+        sampler=values["sampler"][0],
+        width=draw(st.integers(1, 512)) * 8,
+        height=draw(st.integers(1, 512)) * 8,
         seed=draw(st.one_of(st.none(), st.integers(-1000, 2**32 - 1))),
-        init_img=init, strength=values["strength"][0],
+        init_img=init,
+        strength=values["strength"][0],
         exact_steps=draw(st.booleans()) and not txt2img and values["strength"][0] > 0,
         with_variations=tuple(variations),
         iterations=1 if sweep else draw(st.integers(1, 1000)),
         variation_amount=draw(floats) if txt2img else 0.0,
-        grid=draw(st.booleans()), log_tokenization=draw(st.booleans()), preview=draw(st.booleans()),
+        grid=draw(st.booleans()),
+        log_tokenization=draw(st.booleans()),
+        preview=draw(st.booleans()),
         save_intermediates=draw(st.one_of(st.none(), st.integers(1, 1000))),
         intermediates_decode=draw(st.sampled_from(["approx", "vae"])),
         outdir=draw(st.one_of(st.none(), st.sampled_from(["o", "out dir/x"]))),

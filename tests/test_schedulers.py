@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from invoke_shell.engines import schedulers
+from invoke_shell import schedulers
 from invoke_shell.errors import UsageError
 from invoke_shell.models.tiny_shapes.train import build_scheduler
 
 BASE = dict(build_scheduler().config)
 
 EXPECTED_CLASS = {
-    "k_lms": "LMSDiscreteScheduler", "k_euler": "EulerDiscreteScheduler",
-    "k_euler_a": "EulerAncestralDiscreteScheduler", "k_heun": "HeunDiscreteScheduler",
-    "k_dpm_2": "KDPM2DiscreteScheduler", "k_dpm_2_a": "KDPM2AncestralDiscreteScheduler",
-    "ddim": "DDIMScheduler", "plms": "PNDMScheduler", "dpmpp_2m": "DPMSolverMultistepScheduler",
-    "dpmpp_2m_karras": "DPMSolverMultistepScheduler", "dpmpp_sde": "DPMSolverSDEScheduler",
+    "k_lms": "LMSDiscreteScheduler",
+    "k_euler": "EulerDiscreteScheduler",
+    "k_euler_a": "EulerAncestralDiscreteScheduler",
+    "k_heun": "HeunDiscreteScheduler",
+    "k_dpm_2": "KDPM2DiscreteScheduler",
+    "k_dpm_2_a": "KDPM2AncestralDiscreteScheduler",
+    "ddim": "DDIMScheduler",
+    "plms": "PNDMScheduler",
+    "dpmpp_2m": "DPMSolverMultistepScheduler",
+    "dpmpp_2m_karras": "DPMSolverMultistepScheduler",
+    "dpmpp_sde": "DPMSolverSDEScheduler",
     "unipc": "UniPCMultistepScheduler",
 }
 
@@ -42,8 +48,10 @@ def test_unknown_sampler_lists_the_valid_ones():
     assert "k_euler" in err.value.hint
 
 
-@pytest.mark.parametrize("steps, strength, n", [(10, 0.7, 7), (10, 0.4, 4), (50, 0.8, 40), (10, 0.05, 0),
-                                                 (10, 1.0, 10), (25, None, 25), (3, 0.99, 2)])
+@pytest.mark.parametrize(
+    "steps, strength, n",
+    [(10, 0.7, 7), (10, 0.4, 4), (50, 0.8, 40), (10, 0.05, 0), (10, 1.0, 10), (25, None, 25), (3, 0.99, 2)],
+)
 def test_steps_run(steps, strength, n):
     assert schedulers.steps_run(steps, strength) == n
 

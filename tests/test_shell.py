@@ -72,6 +72,7 @@ def test_zero_strength_writes_the_init_image_back(make_shell, tmp_path):
 def test_ctrl_c_cancels_the_running_image_and_the_next_line_works(make_shell, tmp_path):
     shell = make_shell()
     shell.handle("warm up -s 1 -S 1")
+
     def press_ctrl_c_once_it_runs():
         while shell.worker.status().progress is None:  # the first step has been reported
             time.sleep(0.01)
@@ -106,11 +107,17 @@ def test_real_prompt_session_with_pipe_input(make_shell, tmp_path):
 def test_console_script_on_piped_input(tiny_config, tmp_path):
     exe = Path(sys.executable).parent / "invoke-shell"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "invoke_shell"]
-    lines = 'a red circle on a blue background -s 4 -S 42\nthis line is bad --no_such_switch 3\n"again [dark]" -S-1 -C 3\n'
-    proc = subprocess.run(cmd + ["--config", str(tiny_config), "--outdir", str(tmp_path / "o"),
-                                 "--history", str(tmp_path / "h")],
-                          input=lines, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    lines = (
+        'a red circle on a blue background -s 4 -S 42\nthis line is bad --no_such_switch 3\n"again [dark]" -S-1 -C 3\n'
+    )
+    proc = subprocess.run(
+        cmd + ["--config", str(tiny_config), "--outdir", str(tmp_path / "o"), "--history", str(tmp_path / "h")],
+        input=lines,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "error: unknown switch --no_such_switch" in out
@@ -125,20 +132,38 @@ def test_console_script_on_piped_input(tiny_config, tmp_path):
     assert "000002.42.png" in log and "-C 3.0" in log
 
 
-@pytest.mark.parametrize("argv, expected", [(["--help"], "usage: invoke-shell"),
-                                           (["--device", "tpu"], "invalid choice: 'tpu'")])
+@pytest.mark.parametrize(
+    "argv, expected", [(["--help"], "usage: invoke-shell"), (["--device", "tpu"], "invalid choice: 'tpu'")]
+)
 def test_help_and_bad_flags_answer_without_torch(argv, expected):
-    code = ("import sys; from invoke_shell.cli import main\n"
-            "try:\n    main(sys.argv[1:])\nexcept SystemExit: pass\n"
-            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
+    code = (
+        "import sys; from invoke_shell.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit: pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')"
+    )
     proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
     assert expected in proc.stdout + proc.stderr
     assert proc.stdout.strip().endswith("NO-TORCH")
 
 
 def test_unknown_model_flag_is_a_clear_error(tiny_config, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "invoke_shell", "--config", str(tiny_config), "--model", "tiny-randm",
-                           "--outdir", str(tmp_path)], capture_output=True, text=True, timeout=60, input="")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "invoke_shell",
+            "--config",
+            str(tiny_config),
+            "--model",
+            "tiny-randm",
+            "--outdir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        input="",
+    )
     assert proc.returncode == 2
     assert "no model named 'tiny-randm'" in proc.stderr and "did you mean tiny-random?" in proc.stderr
 
@@ -146,9 +171,25 @@ def test_unknown_model_flag_is_a_clear_error(tiny_config, tmp_path):
 def test_from_file_runs_each_line_and_reports_bad_ones_by_number(tiny_config, tmp_path):
     script = tmp_path / "lines.txt"
     script.write_text("# a comment\na red circle -S 1 -s 2\n\nbad -f 2\n'blue' -S 2 -s 2\n")
-    proc = subprocess.run([sys.executable, "-m", "invoke_shell", "--config", str(tiny_config), "--outdir",
-                           str(tmp_path / "o"), "--history", str(tmp_path / "h"), "--from_file", str(script)],
-                          capture_output=True, text=True, timeout=120, input="")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "invoke_shell",
+            "--config",
+            str(tiny_config),
+            "--outdir",
+            str(tmp_path / "o"),
+            "--history",
+            str(tmp_path / "h"),
+            "--from_file",
+            str(script),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        input="",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "lines.txt line 4: error: -f/--strength must be between 0 and 1, got 2" in proc.stdout
     names = sorted(p.name for p in (tmp_path / "o" / "img-samples").glob("*.png"))

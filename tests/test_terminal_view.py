@@ -23,8 +23,10 @@ def test_show_over_a_pipe_draws_nothing_and_says_so(make_shell, tmp_path):
     shell.handle("a red circle -S 1 -s 2")
     shell.lines.clear()
     shell.handle("!show")
-    assert shell.lines == [f">> not drawing {tmp_path / 'out' / 'img-samples' / '000001.1.png'}: "
-                           "the output is not a terminal that shows pictures"]
+    assert shell.lines == [
+        f">> not drawing {tmp_path / 'out' / 'img-samples' / '000001.1.png'}: "
+        "the output is not a terminal that shows pictures"
+    ]
     shell.lines.clear()
     shell.handle("!show -3")
     assert "this session has made 1 image(s)" in shell.lines[0]

@@ -40,10 +40,15 @@ def test_the_model_is_shipped_small_and_loads_offline():
     assert (MODEL / "training.json").exists() and (MODEL / "tokenizer" / "vocab.json").exists()
 
 
-@pytest.mark.parametrize("colour, shape, background, seed", [
-    ("red", "circle", "blue", 1), ("yellow", "square", "black", 2), ("white", "triangle", "green", 5),
-    ("purple", "circle", "orange", 4),
-])
+@pytest.mark.parametrize(
+    "colour, shape, background, seed",
+    [
+        ("red", "circle", "blue", 1),
+        ("yellow", "square", "black", 2),
+        ("white", "triangle", "green", 5),
+        ("purple", "circle", "orange", 4),
+    ],
+)
 def test_the_named_background_dominates_the_border(shapes, colour, shape, background, seed):
     shapes.handle(f"a {colour} {shape} on a {background} background -S {seed}")
     img = last_image(shapes)

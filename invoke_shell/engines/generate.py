@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from invoke_shell.engines import schedulers
+from invoke_shell import schedulers
 from invoke_shell.engines.prompts import PromptEncoder
 from invoke_shell.engines.tap import StepTap
 from invoke_shell.errors import Cancelled
@@ -62,7 +62,8 @@ class Engine:
 
     @property
     def device(self) -> torch.device:
-        return self.txt2img.unet.device
+        device: torch.device = self.txt2img.unet.device
+        return device
 
     def generate(
         self,
@@ -83,13 +84,19 @@ class Engine:
         if init_image is not None and steps_run == 0:
             pixels = np.asarray(init_image.convert("RGB"), dtype=np.float32) / 255.0
             why = "strength 0" if req.strength == 0 else f"{schedule} x {req.strength} rounds down to 0 steps"
-            return GenerationResult(init_image.convert("RGB"), pixels, 0, schedule, time.perf_counter() - t0,
-                                    note=f"{why}: the init image is returned unchanged")
+            return GenerationResult(
+                init_image.convert("RGB"),
+                pixels,
+                0,
+                schedule,
+                time.perf_counter() - t0,
+                note=f"{why}: the init image is returned unchanged",
+            )
         # 2. a fresh scheduler and a pipeline view over the shared components
         scheduler = schedulers.build(req.sampler, self.base_scheduler_config, seed)
         if init_image is None:
             pipe = type(self.txt2img).from_pipe(self.txt2img, scheduler=scheduler)
-            inputs = {"height": req.height, "width": req.width}
+            inputs: dict[str, Any] = {"height": req.height, "width": req.width}
         else:
             pipe = self._img2img_cls.from_pipe(self.txt2img, scheduler=scheduler)
             inputs = {"image": init_image.convert("RGB"), "strength": req.strength}
@@ -100,9 +107,10 @@ class Engine:
         def callback(p: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
             if on_step is not None:
                 total = p.num_timesteps
-                if i == 0:
-                    on_step(StepState(0, total, float(t), tap.start_sigma, tap.start, None,
-                                      tap.vp_scale(tap.start_sigma)))
+                if i == 0 and tap.start is not None and tap.start_sigma is not None:
+                    on_step(
+                        StepState(0, total, float(t), tap.start_sigma, tap.start, None, tap.vp_scale(tap.start_sigma))
+                    )
                 latents = kwargs["latents"]
                 after = tap.level_after()
                 on_step(StepState(i + 1, total, float(t), after, latents, tap.denoised, tap.vp_scale(after)))
@@ -112,7 +120,7 @@ class Engine:
 
         if self.prompts.needs_compel(req.positive, req.negative):  # weights or a long prompt
             cond, uncond = self.prompts.encode(req.positive, req.negative)
-            text = {"prompt_embeds": cond, "negative_prompt_embeds": uncond}
+            text: dict[str, Any] = {"prompt_embeds": cond, "negative_prompt_embeds": uncond}
         else:
             text = {"prompt": req.positive, "negative_prompt": req.negative or None}
         generator = torch.Generator("cpu").manual_seed(seed)  # CPU noise: same picture on any device

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
 import torch
 
@@ -27,26 +28,28 @@ def is_weighted(text: str) -> bool:
 
 
 class PromptEncoder:
-    def __init__(self, pipe) -> None:
+    def __init__(self, pipe: Any) -> None:
         self.pipe = pipe
-        self._compel = None
+        self._compel: Any = None
 
     @property
     def window(self) -> int:
-        return self.pipe.tokenizer.model_max_length - 2  # minus start and end tokens
+        return int(self.pipe.tokenizer.model_max_length) - 2  # minus start and end tokens
 
     def token_count(self, text: str) -> int:
-        return len(self.pipe.tokenizer(text, add_special_tokens=False, verbose=False).input_ids)
+        ids: list[int] = self.pipe.tokenizer(text, add_special_tokens=False, verbose=False).input_ids
+        return len(ids)
 
     def needs_compel(self, positive: str, negative: str) -> bool:
         return any(is_weighted(t) or self.token_count(t) > self.window for t in (positive, negative))
 
-    def compel(self):
+    def compel(self) -> Any:
         if self._compel is None:
             from compel import Compel
 
-            self._compel = Compel(tokenizer=self.pipe.tokenizer, text_encoder=self.pipe.text_encoder,
-                                  truncate_long_prompts=False)
+            self._compel = Compel(
+                tokenizer=self.pipe.tokenizer, text_encoder=self.pipe.text_encoder, truncate_long_prompts=False
+            )
         return self._compel
 
     @torch.no_grad()
@@ -65,7 +68,9 @@ class PromptEncoder:
             for fragment in getattr(prompt, "children", []):
                 tokens = self.pipe.tokenizer.tokenize(fragment.text)
                 total += len(tokens)
-                parts += [f"{t.removesuffix('</w>')}" + (f"({fragment.weight:g})" if fragment.weight != 1 else "")
-                          for t in tokens]
+                parts += [
+                    f"{t.removesuffix('</w>')}" + (f"({fragment.weight:g})" if fragment.weight != 1 else "")
+                    for t in tokens
+                ]
         chunks = max(1, math.ceil(total / self.window))
         return f"{total} tokens in {chunks} chunk(s) of {self.window}: " + " ".join(parts)

@@ -9,13 +9,14 @@ here from the model output and the step's sigma, the same way for every schedule
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 import torch
 
 
 class StepTap:
-    def __init__(self, scheduler) -> None:
+    def __init__(self, scheduler: Any) -> None:
         self.scheduler = scheduler
         self.start: torch.Tensor | None = None  # the first latents the model sees
         self.start_sigma: float | None = None
@@ -25,9 +26,10 @@ class StepTap:
         self.prediction = cfg.get("prediction_type", "epsilon")
         self._train_sigmas = ((1 - scheduler.alphas_cumprod) / scheduler.alphas_cumprod).sqrt().numpy()
         self._step = scheduler.step
+
         # keep step()'s signature visible: pipelines pass `generator`/`eta` only if step() takes them
         @functools.wraps(self._step)
-        def step(*args, **kwargs):
+        def step(*args: Any, **kwargs: Any) -> Any:
             return self._wrapped(*args, **kwargs)
 
         scheduler.step = step
@@ -37,7 +39,7 @@ class StepTap:
         """True when the scheduler's latents are x0 + sigma*noise (k-diffusion style)."""
         return float(self.scheduler.init_noise_sigma) > 1.0
 
-    def current_sigma(self, timestep) -> float:
+    def current_sigma(self, timestep: Any) -> float:
         s = self.scheduler
         if getattr(s, "sigmas", None) is not None and hasattr(s, "_init_step_index"):
             if s.step_index is None:
@@ -52,7 +54,9 @@ class StepTap:
             return float(s.sigmas[min(s.step_index, len(s.sigmas) - 1)])
         return 0.0
 
-    def _wrapped(self, model_output, timestep, sample, *args, **kwargs):
+    def _wrapped(
+        self, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> Any:
         sigma = self.current_sigma(timestep)
         if self.start is None:
             self.start, self.start_sigma = sample.detach().clone(), sigma
@@ -70,7 +74,8 @@ class StepTap:
             x0 = model_output
         else:
             x0 = (x_t - sigma_t * model_output) / alpha_t
-        return x0.detach().clone()
+        result: torch.Tensor = x0.detach().clone()
+        return result
 
     def vp_scale(self, sigma: float) -> float:
         """Factor that turns this scheduler's latents into a noisy picture (variance preserving)."""

@@ -17,11 +17,11 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from invoke_shell.engines.schedulers import A1111_TO_SAMPLER, SAMPLERS
 from invoke_shell.errors import UsageError
 from invoke_shell.line.parsing import build_line, convert, format_request, parse_line
 from invoke_shell.line.requests import LineRequest
 from invoke_shell.line.switches import BY_NAME
+from invoke_shell.schedulers import A1111_TO_SAMPLER, SAMPLERS
 
 # AUTOMATIC1111's own pattern for `key: value` pairs on the settings line
 _A1111_PARAM = re.compile(r'\s*([\w ]+):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
@@ -64,12 +64,15 @@ def fetch(path: Path, model_defaults: Mapping[str, Any]) -> Fetched:
         return from_a1111(chunks["parameters"], model_defaults)
     if problem:
         raise UsageError(f"{path}: {problem}", "type the command yourself")
-    raise UsageError(f"{path} carries no generation metadata (no Dream, sd-metadata or parameters chunk)",
-                     "it was not written by invoke-shell, InvokeAI or AUTOMATIC1111, or its text chunks were stripped")
+    raise UsageError(
+        f"{path} carries no generation metadata (no Dream, sd-metadata or parameters chunk)",
+        "it was not written by invoke-shell, InvokeAI or AUTOMATIC1111, or its text chunks were stripped",
+    )
 
 
-def _request(prompt: str, negative: str, raw: dict[str, Any], model_defaults: Mapping[str, Any],
-             source: str, notes: list[str]) -> Fetched:
+def _request(
+    prompt: str, negative: str, raw: dict[str, Any], model_defaults: Mapping[str, Any], source: str, notes: list[str]
+) -> Fetched:
     """Convert each foreign value as if typed; one that does not fit is left out with a note."""
     values = {}
     for name, value in raw.items():
@@ -99,8 +102,14 @@ def from_invokeai_json(raw: str, model_defaults: Mapping[str, Any]) -> Fetched:
     if sampler and sampler not in SAMPLERS:
         notes.append(f"sampler {sampler} has no equivalent here; left out")
         sampler = None
-    values = {"steps": image.get("steps"), "seed": image.get("seed"), "width": image.get("width"),
-              "height": image.get("height"), "cfg_scale": image.get("cfg_scale"), "sampler": sampler}
+    values = {
+        "steps": image.get("steps"),
+        "seed": image.get("seed"),
+        "width": image.get("width"),
+        "height": image.get("height"),
+        "cfg_scale": image.get("cfg_scale"),
+        "sampler": sampler,
+    }
     if image.get("type") == "img2img" or image.get("init_image_path"):
         values.update(init_img=image.get("init_image_path"), strength=image.get("strength"))
     variations = image.get("variations") or []
@@ -113,7 +122,9 @@ def from_a1111(raw: str, model_defaults: Mapping[str, Any]) -> Fetched:
     lines = raw.strip().split("\n")
     settings = lines[-1] if _A1111_PARAM.findall(lines[-1]) and "Steps:" in lines[-1] else ""
     body = lines[:-1] if settings else lines
-    prompt_lines, negative_lines, in_negative = [], [], False
+    prompt_lines: list[str] = []
+    negative_lines: list[str] = []
+    in_negative = False
     for line in body:
         if line.startswith("Negative prompt:"):
             in_negative = True
@@ -133,8 +144,14 @@ def from_a1111(raw: str, model_defaults: Mapping[str, Any]) -> Fetched:
     width = height = None
     if "Size" in params:
         width, _, height = params.pop("Size").partition("x")
-    values = {"steps": params.pop("Steps", None), "seed": params.pop("Seed", None), "width": width,
-              "height": height, "cfg_scale": params.pop("CFG scale", None), "sampler": sampler}
+    values = {
+        "steps": params.pop("Steps", None),
+        "seed": params.pop("Seed", None),
+        "width": width,
+        "height": height,
+        "cfg_scale": params.pop("CFG scale", None),
+        "sampler": sampler,
+    }
     strength = params.pop("Denoising strength", None)
     if strength is not None:
         values["strength"] = strength
@@ -143,5 +160,6 @@ def from_a1111(raw: str, model_defaults: Mapping[str, Any]) -> Fetched:
     if "Model" in params:
         notes.append(f"Model: {params.pop('Model')} (use !switch if you have it)")
     notes += [f"{k}: {v} has no equivalent here" for k, v in params.items()]
-    return _request("\n".join(prompt_lines).strip(), "\n".join(negative_lines).strip(), values, model_defaults,
-                    "parameters", notes)
+    return _request(
+        "\n".join(prompt_lines).strip(), "\n".join(negative_lines).strip(), values, model_defaults, "parameters", notes
+    )

@@ -29,14 +29,18 @@ Render = Callable[["StepState"], tuple[Image.Image, Image.Image | None]]
 
 def approx_render(previewer: Callable[..., Image.Image]) -> Render:
     """x_t and x0 pictures through the fast latent-to-RGB map."""
+
     def render(s: StepState) -> tuple[Image.Image, Image.Image | None]:
         return previewer(s.latents * s.preview_scale), previewer(s.denoised) if s.denoised is not None else None
+
     return render
 
 
 def pick_steps(states: Sequence[StepState], every: int, include_start: bool) -> list[StepState]:
     last = max(s.step for s in states)
-    return [s for s in states if (s.step == 0 and include_start) or (s.step > 0 and (s.step % every == 0 or s.step == last))]
+    return [
+        s for s in states if (s.step == 0 and include_start) or (s.step > 0 and (s.step % every == 0 or s.step == last))
+    ]
 
 
 def label(s: StepState) -> str:
@@ -44,8 +48,12 @@ def label(s: StepState) -> str:
 
 
 def contact_sheet(frames: Sequence[Frame], min_tile: int = 96) -> Image.Image:
-    return labelled_sheet([[xt for _, xt, _ in frames], [x0 for _, _, x0 in frames]],
-                          [label(s) for s, _, _ in frames], ["x_t", "x0"], min_tile=min_tile)
+    return labelled_sheet(
+        [[xt for _, xt, _ in frames], [x0 for _, _, x0 in frames]],
+        [label(s) for s, _, _ in frames],
+        ["x_t", "x0"],
+        min_tile=min_tile,
+    )
 
 
 def animation(frames: Sequence[Frame]) -> list[Image.Image]:

@@ -8,19 +8,28 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from invoke_shell.engines import schedulers
+from invoke_shell import schedulers
 from invoke_shell.line.parsing import format_request
 from invoke_shell.line.requests import ImageRequest
-from invoke_shell.models.registry import ModelInfo
 
 APP_ID = "invoke-shell"
 try:
     APP_VERSION = version("invoke-shell")
 except PackageNotFoundError:  # running from a source tree that was never installed
     APP_VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The identity of a loaded model, as every PNG records it."""
+
+    name: str
+    path: str
+    hash: str  # short sha256 of the weights, AUTOMATIC1111-style (first 10 hex digits)
 
 
 def command(req: ImageRequest) -> str:

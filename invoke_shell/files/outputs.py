@@ -22,8 +22,8 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from invoke_shell.files import intermediates, metadata
+from invoke_shell.files.metadata import ModelInfo
 from invoke_shell.line.requests import ImageRequest
-from invoke_shell.models.registry import ModelInfo
 
 if TYPE_CHECKING:
     from invoke_shell.engines.generate import StepState
@@ -39,8 +39,9 @@ def intermediates_dir(image_path: Path) -> Path:
     return image_path.parent / "intermediates" / image_path.name.removesuffix(".png")
 
 
-def write_image(outdir: Path, req: ImageRequest, image: Image.Image, model: ModelInfo, steps_run: int,
-                schedule_steps: int) -> Path:
+def write_image(
+    outdir: Path, req: ImageRequest, image: Image.Image, model: ModelInfo, steps_run: int, schedule_steps: int
+) -> Path:
     """One generated image with its command in all three chunks, and its line in the log."""
     path = _write_png(outdir, req.seed, image, metadata.png_chunks(req, model, steps_run, schedule_steps))
     append_log(outdir, metadata.command(req), path)
@@ -73,9 +74,16 @@ def write_intermediates(folder: Path, states: Sequence[StepState], render: inter
         tensors = {"latents": s.latents.detach().float().cpu().contiguous()}
         if s.denoised is not None:
             tensors["denoised"] = s.denoised.detach().float().cpu().contiguous()
-        save_file(tensors, f"{stem}.safetensors", metadata={
-            "step": str(s.step), "timestep": f"{s.timestep:.3f}", "sigma": f"{s.sigma:.5f}",
-            "preview_scale": repr(s.preview_scale)})
+        save_file(
+            tensors,
+            f"{stem}.safetensors",
+            metadata={
+                "step": str(s.step),
+                "timestep": f"{s.timestep:.3f}",
+                "sigma": f"{s.sigma:.5f}",
+                "preview_scale": repr(s.preview_scale),
+            },
+        )
         xt, x0 = render(s)
         xt.save(f"{stem}.xt.png", compress_level=1)  # small previews: fast beats small
         written += [Path(f"{stem}.safetensors"), Path(f"{stem}.xt.png")]

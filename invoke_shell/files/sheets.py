@@ -17,8 +17,12 @@ LINE = 11  # height of one line of Pillow's default font, with a pixel of air
 PAD = 4
 
 
-def labelled_sheet(rows: Sequence[Sequence[Image.Image | None]], col_labels: Sequence[str] = (),
-                   row_labels: Sequence[str] = (), min_tile: int = 0) -> Image.Image:
+def labelled_sheet(
+    rows: Sequence[Sequence[Image.Image | None]],
+    col_labels: Sequence[str] = (),
+    row_labels: Sequence[str] = (),
+    min_tile: int = 0,
+) -> Image.Image:
     """Tiles in rows (None leaves a cell empty), each column and row labelled; labels may hold
     several lines. Tiles are scaled up by a whole factor (no blur) until they are `min_tile` wide."""
     first = next(im for row in rows for im in row if im is not None)
@@ -35,7 +39,9 @@ def labelled_sheet(rows: Sequence[Sequence[Image.Image | None]], col_labels: Seq
     for r, row in enumerate(rows):
         if r < len(row_labels):
             lines = row_labels[r].count("\n") + 1
-            draw.multiline_text((PAD, top + r * th + (th - lines * LINE) // 2), row_labels[r], fill=(0, 0, 0), spacing=0)
+            draw.multiline_text(
+                (PAD, top + r * th + (th - lines * LINE) // 2), row_labels[r], fill=(0, 0, 0), spacing=0
+            )
         for c, im in enumerate(row):
             if im is not None:
                 sheet.paste(im.convert("RGB").resize((tw, th), Image.Resampling.NEAREST), (left + c * tw, top + r * th))
@@ -49,4 +55,5 @@ def grid(images: Sequence[Image.Image]) -> Image.Image:
     cols = math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / cols)
     blank = Image.new("RGB", images[0].size)
-    return make_image_grid([*images, *[blank] * (rows * cols - len(images))], rows, cols)
+    sheet: Image.Image = make_image_grid([*images, *[blank] * (rows * cols - len(images))], rows, cols)
+    return sheet

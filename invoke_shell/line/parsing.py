@@ -45,8 +45,10 @@ def build_line(prompt: str, values: dict[str, Any], model_defaults: Mapping[str,
     values = dict(values)
     sweep = tuple((name, v) for name, v in values.items() if isinstance(v, tuple) and _switch(name).sweep)
     if len(sweep) > 2:
-        raise UsageError(f"{len(sweep)} comma lists on one line; a sweep has at most two (rows x columns)",
-                         "keep two lists, e.g. -f 0.2,0.5,0.8 -C 3,7.5")
+        raise UsageError(
+            f"{len(sweep)} comma lists on one line; a sweep has at most two (rows x columns)",
+            "keep two lists, e.g. -f 0.2,0.5,0.8 -C 3,7.5",
+        )
     values.update({name: v[0] for name, v in sweep})
     if sweep and values.get("iterations", 1) > 1:
         raise UsageError("a sweep and -n together are ambiguous", "use a sweep (comma list) or -n, not both")
@@ -90,8 +92,9 @@ def _split_prompt(line: str) -> tuple[str, str]:
                 text.append("\\" * backslashes + c)
                 backslashes = 0
             i += 1
-        raise UsageError(f"unbalanced quote {quote} in the prompt",
-                         f"close the prompt with {quote}, e.g. \"a red circle\" -s 25")
+        raise UsageError(
+            f"unbalanced quote {quote} in the prompt", f'close the prompt with {quote}, e.g. "a red circle" -s 25'
+        )
     m = _SWITCH_START.search(line)
     if not m:
         return line, ""
@@ -103,8 +106,9 @@ def parse_switches(text: str) -> dict[str, Any]:
     try:
         tokens = shlex.split(text)
     except ValueError:
-        raise UsageError("unbalanced quote among the switches",
-                         "quote a path with spaces on both sides: -I \"my drawings/fire.png\"") from None
+        raise UsageError(
+            "unbalanced quote among the switches", 'quote a path with spaces on both sides: -I "my drawings/fire.png"'
+        ) from None
     values: dict[str, Any] = {}
     i = 0
     while i < len(tokens):
@@ -135,19 +139,26 @@ def _lookup(tok: str) -> tuple[Switch, str | None]:
         sw = BY_LONG.get(name)
         if sw is None:
             guess = did_you_mean(name, BY_LONG)
-            raise UsageError(f"unknown switch --{name}",
-                             f"did you mean --{guess}?" if guess else "type !help for the list of switches")
+            raise UsageError(
+                f"unknown switch --{name}",
+                f"did you mean --{guess}?" if guess else "type !help for the list of switches",
+            )
         return sw, value if eq else None
     if tok.startswith("-") and len(tok) >= 2 and tok[1].isalpha():
         sw = BY_SHORT.get(tok[1])
         if sw is None:
             other = BY_SHORT.get(tok[1].swapcase())
-            hint = (f"switches are case-sensitive: did you mean -{other.short} ({other.help})?" if other
-                    else "type !help for the list of switches")
+            hint = (
+                f"switches are case-sensitive: did you mean -{other.short} ({other.help})?"
+                if other
+                else "type !help for the list of switches"
+            )
             raise UsageError(f"unknown switch -{tok[1]}", hint)
         return sw, tok[2:] or None
-    raise UsageError(f"unexpected {tok!r} after the switches",
-                     "put the whole prompt first, in quotes if it contains a dash: \"a -x b\" -s 10")
+    raise UsageError(
+        f"unexpected {tok!r} after the switches",
+        'put the whole prompt first, in quotes if it contains a dash: "a -x b" -s 10',
+    )
 
 
 def convert(sw: Switch, raw: str) -> Any:
@@ -175,8 +186,10 @@ def convert(sw: Switch, raw: str) -> Any:
         value = raw
     if sw.choices and value not in sw.choices:
         guess = did_you_mean(value, sw.choices)
-        raise UsageError(f"unknown {sw.name} {value!r} for {sw.shown}",
-                         (f"did you mean {guess}? " if guess else "") + "choose one of " + ", ".join(sw.choices))
+        raise UsageError(
+            f"unknown {sw.name} {value!r} for {sw.shown}",
+            (f"did you mean {guess}? " if guess else "") + "choose one of " + ", ".join(sw.choices),
+        )
     if sw.low is not None and value < sw.low or sw.high is not None and value > sw.high:
         raise UsageError(f"{sw.shown} must be {sw.describe_range()}, got {raw}", sw.usage())
     return value

@@ -97,8 +97,7 @@ class ShellCommand:
 _IMAGE_FIELDS = tuple(f.name for f in fields(ImageRequest))
 
 
-def expand(line: LineRequest, first_seed: int, init_img: str | None,
-           new_seed: Callable[[], int]) -> list[ImageRequest]:
+def expand(line: LineRequest, first_seed: int, init_img: str | None, new_seed: Callable[[], int]) -> list[ImageRequest]:
     """One ImageRequest per image the line makes, each complete enough to be stored and replayed alone.
 
     `init_img` is the line's init image with any recall resolved; `new_seed` draws the seeds that
@@ -108,11 +107,15 @@ def expand(line: LineRequest, first_seed: int, init_img: str | None,
     base = ImageRequest(**{**values, "seed": first_seed, "init_img": init_img})
     if line.sweep:  # same seed, one image per value (or pair of values)
         names = [name for name, _ in line.sweep]
-        images = [base.with_(**dict(zip(names, combo, strict=True)))
-                  for combo in itertools.product(*[values for _, values in line.sweep])]
+        images = [
+            base.with_(**dict(zip(names, combo, strict=True)))
+            for combo in itertools.product(*[values for _, values in line.sweep])
+        ]
     elif line.variation_amount > 0:  # one seed, each image blending in another seed's noise
-        images = [base.with_(with_variations=(*line.with_variations, (new_seed(), line.variation_amount)))
-                  for _ in range(line.iterations)]
+        images = [
+            base.with_(with_variations=(*line.with_variations, (new_seed(), line.variation_amount)))
+            for _ in range(line.iterations)
+        ]
     else:
         images = [base.with_(seed=(first_seed + i) % 2**32) for i in range(line.iterations)]
     if init_img is None:  # meaningless without an init image: keep the stored command clean

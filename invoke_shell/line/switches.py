@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from invoke_shell.engines.schedulers import SAMPLERS
 from invoke_shell.errors import UsageError
+from invoke_shell.schedulers import SAMPLERS
 
 Scope = Literal["image", "line"]
 
@@ -89,8 +89,10 @@ def parse_variations(raw: str) -> Variations:
         except ValueError:
             pair = None
         if not colon or pair is None or not 0 <= pair[0] < 2**32 or not 0 <= pair[1] <= 1:
-            raise UsageError(f"-V/--with_variations expects seed:weight pairs, got {part.strip()!r}",
-                             "e.g. -V 1234:0.2,5678:0.1 (seeds 0..4294967295, weights 0..1)")
+            raise UsageError(
+                f"-V/--with_variations expects seed:weight pairs, got {part.strip()!r}",
+                "e.g. -V 1234:0.2,5678:0.1 (seeds 0..4294967295, weights 0..1)",
+            )
         chain.append(pair)
     return tuple(chain)
 
@@ -100,42 +102,207 @@ def format_variations(chain: Variations) -> str:
 
 
 SWITCHES: tuple[Switch, ...] = (
-    Switch("steps", "s", int, "number of sampler steps (img2img runs int(steps x strength) of them)", "25",
-           default=50, low=1, high=1000, sweep=True, model_default=True),
-    Switch("seed", "S", int, "seed of the noise; -1 reuses the previous image's seed, -2 the one before", "42",
-           low=-1000, high=2**32 - 1, complete="seed"),
-    Switch("width", "W", int, "image width in pixels, a multiple of 8", "512", default=512, low=8, high=4096,
-           model_default=True),
-    Switch("height", "H", int, "image height in pixels, a multiple of 8", "512", default=512, low=8, high=4096,
-           model_default=True),
-    Switch("cfg_scale", "C", float, "classifier-free guidance scale: how strongly to follow the prompt", "7.5",
-           default=7.5, low=0.0, high=50.0, metavar="X", sweep=True, model_default=True),
-    Switch("sampler", "A", str, "sampler (scheduler) to use", "k_lms", default="k_lms", choices=tuple(SAMPLERS),
-           aliases=("sampler_name",), complete="sampler", metavar="NAME", sweep=True, model_default=True),
-    Switch("init_img", "I", str, "init image for img2img: a PNG/JPEG path, or -1 (or last) for the previous image, -2 ...",
-           "drawing.png", aliases=("init_image",), complete="path", metavar="PATH"),
-    Switch("strength", "f", float, "img2img strength: 0 keeps the init image, 1 redraws it", "0.75",
-           default=0.75, low=0.0, high=1.0, metavar="X", sweep=True, needs="init_img", model_default=True),
-    Switch("exact_steps", None, bool, "img2img: -s is the number of steps actually run, at any strength "
-           "(20 at -f 0.4 runs a 50-step schedule from step 30)", "", default=False, metavar="", needs="init_img"),
-    Switch("with_variations", "V", str, "reproduce a variation chain: seed:weight,seed:weight (as stored in the PNG)",
-           "1234:0.2", default=(), metavar="CHAIN", parse=parse_variations, format=format_variations),
-    Switch("iterations", "n", int, "how many images to make (seeds seed, seed+1, ...)", "4",
-           default=1, low=1, high=1000, scope="line"),
-    Switch("variation_amount", "v", float, "with -n: variations of one seed's image, each blending this much "
-           "of another seed's noise", "0.2", default=0.0, low=0.0, high=1.0, scope="line", metavar="X"),
-    Switch("grid", "g", bool, "with -n: also write one grid picture of all the images", "", default=False,
-           scope="line", metavar=""),
-    Switch("log_tokenization", "t", bool, "print how the prompt was tokenised: each token, its weight, the chunks",
-           "", default=False, scope="line", metavar=""),
-    Switch("preview", None, bool, "in a terminal: draw the predicted image in the toolbar while it denoises", "",
-           default=False, scope="line", metavar=""),
-    Switch("save_intermediates", None, int, "save every Nth step's latents and previews (and always the last)", "1",
-           low=1, high=1000, scope="line"),
-    Switch("intermediates_decode", None, str, "how step previews are made: approx (fast linear map) or vae (exact)",
-           "vae", default="approx", choices=("approx", "vae"), scope="line", metavar="HOW"),
-    Switch("outdir", "o", str, "folder for this line's images (default: the launch --outdir)", "outputs/tries",
-           scope="line", complete="path", metavar="DIR"),
+    Switch(
+        "steps",
+        "s",
+        int,
+        "number of sampler steps (img2img runs int(steps x strength) of them)",
+        "25",
+        default=50,
+        low=1,
+        high=1000,
+        sweep=True,
+        model_default=True,
+    ),
+    Switch(
+        "seed",
+        "S",
+        int,
+        "seed of the noise; -1 reuses the previous image's seed, -2 the one before",
+        "42",
+        low=-1000,
+        high=2**32 - 1,
+        complete="seed",
+    ),
+    Switch(
+        "width",
+        "W",
+        int,
+        "image width in pixels, a multiple of 8",
+        "512",
+        default=512,
+        low=8,
+        high=4096,
+        model_default=True,
+    ),
+    Switch(
+        "height",
+        "H",
+        int,
+        "image height in pixels, a multiple of 8",
+        "512",
+        default=512,
+        low=8,
+        high=4096,
+        model_default=True,
+    ),
+    Switch(
+        "cfg_scale",
+        "C",
+        float,
+        "classifier-free guidance scale: how strongly to follow the prompt",
+        "7.5",
+        default=7.5,
+        low=0.0,
+        high=50.0,
+        metavar="X",
+        sweep=True,
+        model_default=True,
+    ),
+    Switch(
+        "sampler",
+        "A",
+        str,
+        "sampler (scheduler) to use",
+        "k_lms",
+        default="k_lms",
+        choices=tuple(SAMPLERS),
+        aliases=("sampler_name",),
+        complete="sampler",
+        metavar="NAME",
+        sweep=True,
+        model_default=True,
+    ),
+    Switch(
+        "init_img",
+        "I",
+        str,
+        "init image for img2img: a PNG/JPEG path, or -1 (or last) for the previous image, -2 ...",
+        "drawing.png",
+        aliases=("init_image",),
+        complete="path",
+        metavar="PATH",
+    ),
+    Switch(
+        "strength",
+        "f",
+        float,
+        "img2img strength: 0 keeps the init image, 1 redraws it",
+        "0.75",
+        default=0.75,
+        low=0.0,
+        high=1.0,
+        metavar="X",
+        sweep=True,
+        needs="init_img",
+        model_default=True,
+    ),
+    Switch(
+        "exact_steps",
+        None,
+        bool,
+        "img2img: -s is the number of steps actually run, at any strength "
+        "(20 at -f 0.4 runs a 50-step schedule from step 30)",
+        "",
+        default=False,
+        metavar="",
+        needs="init_img",
+    ),
+    Switch(
+        "with_variations",
+        "V",
+        str,
+        "reproduce a variation chain: seed:weight,seed:weight (as stored in the PNG)",
+        "1234:0.2",
+        default=(),
+        metavar="CHAIN",
+        parse=parse_variations,
+        format=format_variations,
+    ),
+    Switch(
+        "iterations",
+        "n",
+        int,
+        "how many images to make (seeds seed, seed+1, ...)",
+        "4",
+        default=1,
+        low=1,
+        high=1000,
+        scope="line",
+    ),
+    Switch(
+        "variation_amount",
+        "v",
+        float,
+        "with -n: variations of one seed's image, each blending this much of another seed's noise",
+        "0.2",
+        default=0.0,
+        low=0.0,
+        high=1.0,
+        scope="line",
+        metavar="X",
+    ),
+    Switch(
+        "grid",
+        "g",
+        bool,
+        "with -n: also write one grid picture of all the images",
+        "",
+        default=False,
+        scope="line",
+        metavar="",
+    ),
+    Switch(
+        "log_tokenization",
+        "t",
+        bool,
+        "print how the prompt was tokenised: each token, its weight, the chunks",
+        "",
+        default=False,
+        scope="line",
+        metavar="",
+    ),
+    Switch(
+        "preview",
+        None,
+        bool,
+        "in a terminal: draw the predicted image in the toolbar while it denoises",
+        "",
+        default=False,
+        scope="line",
+        metavar="",
+    ),
+    Switch(
+        "save_intermediates",
+        None,
+        int,
+        "save every Nth step's latents and previews (and always the last)",
+        "1",
+        low=1,
+        high=1000,
+        scope="line",
+    ),
+    Switch(
+        "intermediates_decode",
+        None,
+        str,
+        "how step previews are made: approx (fast linear map) or vae (exact)",
+        "vae",
+        default="approx",
+        choices=("approx", "vae"),
+        scope="line",
+        metavar="HOW",
+    ),
+    Switch(
+        "outdir",
+        "o",
+        str,
+        "folder for this line's images (default: the launch --outdir)",
+        "outputs/tries",
+        scope="line",
+        complete="path",
+        metavar="DIR",
+    ),
 )
 
 BY_NAME = {s.name: s for s in SWITCHES}
@@ -155,8 +322,10 @@ def model_defaults(entry_values: dict[str, Any]) -> dict[str, Any]:
 
 
 def help_text() -> str:
-    lines = ["Switches (after the prompt; text in [brackets] is the negative prompt;",
-             "-s, -C, -A and -f also take comma lists, e.g. -f 0.2,0.4,0.6, for a labelled sweep):"]
+    lines = [
+        "Switches (after the prompt; text in [brackets] is the negative prompt;",
+        "-s, -C, -A and -f also take comma lists, e.g. -f 0.2,0.4,0.6, for a labelled sweep):",
+    ]
     for s in SWITCHES:
         meta = f" {s.metavar}" if s.metavar else ""
         rng = s.describe_range()

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from invoke_shell.errors import UsageError
-from invoke_shell.models.registry import ModelEntry, ModelInfo
+from invoke_shell.files.metadata import ModelInfo
+from invoke_shell.models.registry import ModelEntry
 
 if TYPE_CHECKING:
     import torch
@@ -33,13 +34,16 @@ class LoadedModel:
 def load_model(entry: ModelEntry, device: str = "auto", precision: str = "auto") -> LoadedModel:
     from invoke_shell.engines.generate import Engine
     from invoke_shell.engines.previews import LatentPreviewer
-    from invoke_shell.files.logs import route_library_logs
+    from invoke_shell.logs import route_library_logs
 
     route_library_logs()  # imports diffusers/transformers, then sends their records to our log
     dev = pick_device(device)
     pipe = load_pipeline(entry, dev, pick_dtype(precision, dev))
-    return LoadedModel(Engine(pipe), ModelInfo(entry.name, str(entry.path), model_hash(entry.path)),
-                       LatentPreviewer.for_model(entry.path))
+    return LoadedModel(
+        Engine(pipe),
+        ModelInfo(entry.name, str(entry.path), model_hash(entry.path)),
+        LatentPreviewer.for_model(entry.path),
+    )
 
 
 def pick_device(wanted: str) -> str:
@@ -72,21 +76,32 @@ def load_pipeline(entry: ModelEntry, device: str, dtype: torch.dtype) -> Any:
 
     path = entry.path
     if not path.exists():
-        raise UsageError(f"model {entry.name!r}: {path} does not exist",
-                         "put the weights there or fix `path:` in models.yaml")
+        raise UsageError(
+            f"model {entry.name!r}: {path} does not exist", "put the weights there or fix `path:` in models.yaml"
+        )
     if entry.is_single_file:
         if path.suffix in PICKLE_SUFFIXES and not entry.allow_pickle:
-            raise UsageError(f"model {entry.name!r} is a pickle checkpoint ({path.name}), which can run code when loaded",
-                             "convert it to .safetensors, or set `allow_pickle: true` on its entry if you trust it")
+            raise UsageError(
+                f"model {entry.name!r} is a pickle checkpoint ({path.name}), which can run code when loaded",
+                "convert it to .safetensors, or set `allow_pickle: true` on its entry if you trust it",
+            )
         if entry.config is None or not entry.config.exists():
-            raise UsageError(f"model {entry.name!r} is a single file and needs a diffusers config folder to load offline",
-                             "set `config:` on its entry, e.g. config: sd-1.5 (shipped in configs/)")
+            raise UsageError(
+                f"model {entry.name!r} is a single file and needs a diffusers config folder to load offline",
+                "set `config:` on its entry, e.g. config: sd-1.5 (shipped in configs/)",
+            )
         pipe = StableDiffusionPipeline.from_single_file(
-            str(path), config=str(entry.config), local_files_only=True, dtype=dtype,
-            safety_checker=None, requires_safety_checker=False)
+            str(path),
+            config=str(entry.config),
+            local_files_only=True,
+            dtype=dtype,
+            safety_checker=None,
+            requires_safety_checker=False,
+        )
     else:
         pipe = StableDiffusionPipeline.from_pretrained(
-            str(path), local_files_only=True, dtype=dtype, safety_checker=None, requires_safety_checker=False)
+            str(path), local_files_only=True, dtype=dtype, safety_checker=None, requires_safety_checker=False
+        )
     return pipe.to(device)
 
 

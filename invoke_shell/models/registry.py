@@ -46,15 +46,6 @@ class ModelEntry:
 
 
 @dataclass(frozen=True)
-class ModelInfo:
-    """The identity of a loaded model, as every PNG records it."""
-
-    name: str
-    path: str
-    hash: str  # short sha256 of the weights, AUTOMATIC1111-style (first 10 hex digits)
-
-
-@dataclass(frozen=True)
 class Registry:
     models: dict[str, ModelEntry]
     default: str
@@ -64,8 +55,10 @@ class Registry:
         name = name or self.default
         if name not in self.models:
             guess = did_you_mean(name, self.models)
-            raise UsageError(f"no model named {name!r} in {self.source}",
-                             (f"did you mean {guess}? " if guess else "") + "known models: " + ", ".join(self.models))
+            raise UsageError(
+                f"no model named {name!r} in {self.source}",
+                (f"did you mean {guess}? " if guess else "") + "known models: " + ", ".join(self.models),
+            )
         return self.models[name]
 
 
@@ -110,7 +103,9 @@ def parse_registry(text: str, path: Path) -> Registry:
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise UsageError(f"{path} is not valid YAML: {e}".splitlines()[0], "fix the file or pass another --config") from None
+        raise UsageError(
+            f"{path} is not valid YAML: {e}".splitlines()[0], "fix the file or pass another --config"
+        ) from None
     if not isinstance(raw, dict) or not isinstance(raw.get("models") or {}, dict):
         raise UsageError(f"{path} must hold `models:` with one entry per model", "see configs/models.yaml")
     models = {str(name): _entry(str(name), spec, path) for name, spec in (raw.get("models") or {}).items()}
@@ -132,13 +127,17 @@ def _entry(name: str, spec: Any, path: Path) -> ModelEntry:
             continue
         if key not in SWITCH_KEYS:
             guess = did_you_mean(str(key), (*SWITCH_KEYS, *ENTRY_KEYS))
-            raise UsageError(f"{where}: unknown key {key!r}",
-                             (f"did you mean {guess}? " if guess else "") + "keys: " + ", ".join((*ENTRY_KEYS, *SWITCH_KEYS)))
+            raise UsageError(
+                f"{where}: unknown key {key!r}",
+                (f"did you mean {guess}? " if guess else "") + "keys: " + ", ".join((*ENTRY_KEYS, *SWITCH_KEYS)),
+            )
         sw = BY_NAME[key]
         try:  # the line parser's converter: same types, ranges and choices as a typed value
             values[key] = convert(sw, str(value).lower() if isinstance(value, bool) else str(value))
         except UsageError as e:
-            raise UsageError(f"{where}, key {key}: {e.message}", f"allowed: {sw.describe_range() or sw.kind.__name__}") from None
+            raise UsageError(
+                f"{where}, key {key}: {e.message}", f"allowed: {sw.describe_range() or sw.kind.__name__}"
+            ) from None
     for dim in ("width", "height"):
         if dim in values and values[dim] % 8:
             raise UsageError(f"{where}, key {dim}: must be a multiple of 8, got {values[dim]}", "e.g. 512")

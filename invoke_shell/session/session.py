@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING
 
 from invoke_shell.errors import UsageError
 from invoke_shell.files import outputs
-from invoke_shell.files.logs import log
 from invoke_shell.line.parsing import format_request
 from invoke_shell.line.requests import ImageRequest, LineRequest, expand
+from invoke_shell.logs import log
 from invoke_shell.models.registry import ModelEntry, Registry
 from invoke_shell.session.status import Made, State, Status
 
@@ -59,9 +59,14 @@ class ModelSession:
         model = self._model
         state: State = "loading" if self._loading else "ready" if model is not None else "no model"
         with self._lock:
-            return Status(model=model.info.name if model else None,
-                          device=str(model.engine.device) if model else "-", state=state,
-                          made=tuple(self._made), progress=self._progress, preview=self._preview)
+            return Status(
+                model=model.info.name if model else None,
+                device=str(model.engine.device) if model else "-",
+                state=state,
+                made=tuple(self._made),
+                progress=self._progress,
+                preview=self._preview,
+            )
 
     # ---- jobs (worker thread)
 
@@ -134,8 +139,12 @@ class ModelSession:
 
             rows, cols = (line.sweep[0], line.sweep[1]) if len(line.sweep) == 2 else (None, line.sweep[0])
             tiles = [images[r * len(cols[1]) : (r + 1) * len(cols[1])] for r in range(len(rows[1]) if rows else 1)]
-            sheet = labelled_sheet(tiles, [_label(cols[0], v) for v in cols[1]],
-                                   [_label(rows[0], v) for v in rows[1]] if rows else (), min_tile=128)
+            sheet = labelled_sheet(
+                tiles,
+                [_label(cols[0], v) for v in cols[1]],
+                [_label(rows[0], v) for v in rows[1]] if rows else (),
+                min_tile=128,
+            )
             path = outputs.write_sheet(outdir, first_seed, sheet, command, ".sweep")
             self.say(f"{path}  sweep sheet of {len(images)} images")
             written.append(path)
@@ -158,8 +167,10 @@ class ModelSession:
         if seed >= 0:
             return seed
         if -seed > len(self._made):
-            raise UsageError(f"-S {seed} looks back {-seed} image(s), but this session has made {len(self._made)}",
-                             "use -S-1 for the previous image's seed, or give a seed number")
+            raise UsageError(
+                f"-S {seed} looks back {-seed} image(s), but this session has made {len(self._made)}",
+                "use -S-1 for the previous image's seed, or give a seed number",
+            )
         return self._made[seed].request.seed
 
     def _resolve_init(self, init: str | None) -> str | None:
@@ -168,13 +179,15 @@ class ModelSession:
             return init
         back = 1 if init == "last" else -int(init)
         if back > len(self._made):
-            raise UsageError(f"-I {init} looks back {back} image(s), but this session has made {len(self._made)}",
-                             "make an image first, or give a file path after -I")
+            raise UsageError(
+                f"-I {init} looks back {back} image(s), but this session has made {len(self._made)}",
+                "make an image first, or give a file path after -I",
+            )
         return str(self._made[-back].path)
 
     def _announce(self, line: LineRequest, img2img: bool) -> None:
         """What the user should know before the images come: steps run, tokens, long prompts."""
-        from invoke_shell.engines import schedulers
+        from invoke_shell import schedulers
 
         if img2img and not line.sweep:
             self.say(">> " + schedulers.describe_img2img(line.steps, line.strength, line.exact_steps))
@@ -186,19 +199,36 @@ class ModelSession:
         for text in (line.positive, line.negative):
             n = prompts.token_count(text)
             if n > prompts.window:
-                self.say(f">> a prompt of {n} tokens is longer than the encoder's {prompts.window}: "
-                         f"encoded in {-(-n // prompts.window)} chunks, not cut")
+                self.say(
+                    f">> a prompt of {n} tokens is longer than the encoder's {prompts.window}: "
+                    f"encoded in {-(-n // prompts.window)} chunks, not cut"
+                )
 
-    def _make_one(self, model: LoadedModel, line: LineRequest, req: ImageRequest, init: Image.Image | None,
-                  outdir: Path, cancel: threading.Event, pending: list[Future[list[Path]]],
-                  quiet: bool) -> tuple[Image.Image, Path]:
+    def _make_one(
+        self,
+        model: LoadedModel,
+        line: LineRequest,
+        req: ImageRequest,
+        init: Image.Image | None,
+        outdir: Path,
+        cancel: threading.Event,
+        pending: list[Future[list[Path]]],
+        quiet: bool,
+    ) -> tuple[Image.Image, Path]:
         from tqdm import tqdm
 
         states: list[StepState] = []
         # the real stderr: the prompt is not on screen while a piped line runs, and a patched
         # stream would hold back the bar's carriage-return redraws; queued lines show the toolbar
-        bar = tqdm(total=None, desc=f"seed {req.seed}", unit="step", file=sys.__stderr__, leave=False,
-                   dynamic_ncols=True, disable=True if quiet else None)
+        bar = tqdm(
+            total=None,
+            desc=f"seed {req.seed}",
+            unit="step",
+            file=sys.__stderr__,
+            leave=False,
+            dynamic_ncols=True,
+            disable=True if quiet else None,
+        )
 
         def on_step(state: StepState) -> None:
             preview = model.previewer(state.denoised) if line.preview and state.denoised is not None else None
@@ -228,9 +258,13 @@ class ModelSession:
             chosen = intermediates.pick_steps(states, line.save_intermediates, include_start=init is not None)
             render: intermediates.Render = intermediates.approx_render(model.previewer)
             if line.intermediates_decode == "vae":  # the model is this thread's: decode here, write there
-                table = {s.step: (model.engine.decode(s.latents * s.preview_scale),
-                                  model.engine.decode(s.denoised) if s.denoised is not None else None)
-                         for s in chosen}
+                table = {
+                    s.step: (
+                        model.engine.decode(s.latents * s.preview_scale),
+                        model.engine.decode(s.denoised) if s.denoised is not None else None,
+                    )
+                    for s in chosen
+                }
                 render = lambda s: table[s.step]  # noqa: E731
             folder = outputs.intermediates_dir(path)
             pending.append(self._writer.submit(outputs.write_intermediates, folder, chosen, render))

@@ -54,8 +54,10 @@ def _help(shell: Host, args: str) -> None:
     shell.print("  q, quit, exit, Ctrl-D        leave the shell")
     entry = shell.model_entry
     d = entry.defaults
-    shell.print(f"\nDefaults for model {entry.name}: -s {d['steps']} -C {d['cfg_scale']} -A {d['sampler']} "
-                f"-W {d['width']} -H {d['height']} -f {d['strength']}")
+    shell.print(
+        f"\nDefaults for model {entry.name}: -s {d['steps']} -C {d['cfg_scale']} -A {d['sampler']} "
+        f"-W {d['width']} -H {d['height']} -f {d['strength']}"
+    )
 
 
 def _models(shell: Host, args: str) -> None:
@@ -84,8 +86,10 @@ def _history(shell: Host, args: str) -> None:
     for i, m in list(enumerate(made, 1))[-count:]:
         r = m.request
         prompt = r.prompt if len(r.prompt) <= 48 else r.prompt[:45] + "..."
-        shell.print(f"{i:>4}  {m.path.name:<22} seed {r.seed:<10} {r.width}x{r.height}  {r.sampler:<15} "
-                    f"{r.kind:<7} {m.steps_run:>3} steps {m.seconds:5.2f} s  \"{prompt}\"")
+        shell.print(
+            f"{i:>4}  {m.path.name:<22} seed {r.seed:<10} {r.width}x{r.height}  {r.sampler:<15} "
+            f'{r.kind:<7} {m.steps_run:>3} steps {m.seconds:5.2f} s  "{prompt}"'
+        )
     if made:
         shell.print(">> !N puts command N back at the prompt to edit")
 
@@ -93,8 +97,10 @@ def _history(shell: Host, args: str) -> None:
 def recall(shell: Host, number: int) -> None:
     made = _made(shell)
     if not 1 <= number <= len(made):
-        raise UsageError(f"!{number}: there is no generation {number} this session ({len(made)} so far)",
-                         "see !history for the numbers")
+        raise UsageError(
+            f"!{number}: there is no generation {number} this session ({len(made)} so far)",
+            "see !history for the numbers",
+        )
     shell.edit(format_request(made[number - 1].request))
 
 
@@ -181,12 +187,16 @@ def _show(shell: Host, args: str) -> None:
     if arg.startswith("-") and arg[1:].isdigit():
         back = int(arg[1:])
         if not 1 <= back <= len(made):
-            raise UsageError(f"!show {arg}: this session has made {len(made)} image(s)", "give a file, or -1 for the last")
+            raise UsageError(
+                f"!show {arg}: this session has made {len(made)} image(s)", "give a file, or -1 for the last"
+            )
         path = made[-back].path
     else:
         path = Path(arg).expanduser()
         if not path.is_file():
-            raise UsageError(f"{arg} is not a file", "give a PNG (an image, a contact_sheet.png, a schedule plot) or -N")
+            raise UsageError(
+                f"{arg} is not a file", "give a PNG (an image, a contact_sheet.png, a schedule plot) or -N"
+            )
     if not can_draw():
         shell.print(f">> not drawing {path}: the output is not a terminal that shows pictures")
         return
@@ -209,10 +219,15 @@ COMMANDS: dict[str, Command] = {
         Command("fetch", "!fetch PNG|DIR|GLOB", "read the command stored in a PNG (ours, InvokeAI, A1111)", _fetch),
         Command("queue", "!queue", "the running line and the lines waiting after it", _queue),
         Command("cancel", "!cancel [N]", "stop the running image, or remove queued line N", _cancel),
-        Command("show", "!show [FILE | -N]", "draw an image, contact sheet or plot in the terminal (-1: the last)",
-                _show),
-        Command("schedule", "!schedule [-A S] [-s N] [-f X]", "the steps that will run, as a table and a sigma plot",
-                _schedule),
+        Command(
+            "show", "!show [FILE | -N]", "draw an image, contact sheet or plot in the terminal (-1: the last)", _show
+        ),
+        Command(
+            "schedule",
+            "!schedule [-A S] [-s N] [-f X]",
+            "the steps that will run, as a table and a sigma plot",
+            _schedule,
+        ),
         Command("replay", "!replay FILE", "run the commands in FILE (blank lines and # comments skipped)", _replay),
     )
 }
@@ -225,6 +240,7 @@ def run_command(shell: Host, name: str, args: str) -> None:
     cmd = COMMANDS.get(name) if name != "N" else None
     if cmd is None:
         guess = did_you_mean(name, COMMANDS)
-        raise UsageError(f"unknown command !{name}",
-                         f"did you mean !{guess}?" if guess else "type !help for the list of commands")
+        raise UsageError(
+            f"unknown command !{name}", f"did you mean !{guess}?" if guess else "type !help for the list of commands"
+        )
     cmd.run(shell, args)

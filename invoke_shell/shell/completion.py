@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterable
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
 
-from invoke_shell.engines.schedulers import SAMPLERS
 from invoke_shell.line.switches import BY_LONG, BY_SHORT, SWITCHES
 from invoke_shell.models.registry import Registry
+from invoke_shell.schedulers import SAMPLERS
 from invoke_shell.session.status import Status
 from invoke_shell.shell.commands import COMMANDS
 

@@ -16,17 +16,24 @@ from typing import Any
 
 from invoke_shell.errors import Cancelled, UsageError
 from invoke_shell.files.inputs import check_init_path
-from invoke_shell.files.logs import log
 from invoke_shell.line.parsing import QUIT, parse_line
 from invoke_shell.line.requests import ShellCommand
+from invoke_shell.logs import log
 from invoke_shell.models.registry import ModelEntry, Registry
 from invoke_shell.session.session import ModelSession, is_recall
 from invoke_shell.session.worker import Generate, Job, SwitchModel, Ticket, Worker
 from invoke_shell.shell.commands import run_command
 
+
 class Shell:
-    def __init__(self, registry: Registry, entry: ModelEntry, session: ModelSession,
-                 printer: Callable[[str], None] = print, raise_errors: bool = False) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        entry: ModelEntry,
+        session: ModelSession,
+        printer: Callable[[str], None] = print,
+        raise_errors: bool = False,
+    ) -> None:
         self.registry = registry
         self.model_entry = entry  # whose defaults fill what a line leaves out
         self.print = printer
@@ -152,8 +159,10 @@ class Shell:
         log.error("unexpected error\n%s", "".join(traceback.format_exception(e)))
         last = traceback.extract_tb(e.__traceback__)[-1:] if e.__traceback__ else []
         where = f" ({Path(last[0].filename).name}:{last[0].lineno})" if last else ""
-        self.print(f"error: unexpected {type(e).__name__}: {e}{where}\n"
-                   "  the shell is still running; the full traceback is in the log file")
+        self.print(
+            f"error: unexpected {type(e).__name__}: {e}{where}\n"
+            "  the shell is still running; the full traceback is in the log file"
+        )
 
     # ---- the loops
 
@@ -188,11 +197,17 @@ class Shell:
 
         history: History = FileHistory(str(history_file)) if history_file else InMemoryHistory()
         self.prompt_session: PromptSession[str] = PromptSession(
-            history=history, auto_suggest=AutoSuggestFromHistory(),
+            history=history,
+            auto_suggest=AutoSuggestFromHistory(),
             completer=ShellCompleter(self.registry, self.worker.status),
-            validator=LineValidator(lambda: self.model_entry.defaults), validate_while_typing=False,
-            complete_while_typing=False, bottom_toolbar=self.toolbar, refresh_interval=0.25,
-            key_bindings=keys, **session_options)
+            validator=LineValidator(lambda: self.model_entry.defaults),
+            validate_while_typing=False,
+            complete_while_typing=False,
+            bottom_toolbar=self.toolbar,
+            refresh_interval=0.25,
+            key_bindings=keys,
+            **session_options,
+        )
         self.interactive = True
         with patch_stdout(raw=True):
             while True:
@@ -226,8 +241,10 @@ def status_line(model_name: str, status: Any) -> str:
         step, total = status.progress
         done = 10 * step // max(total, 1)
         running = f" | running {step}/{total} " + "#" * done + "." * (10 - done)
-    return (f" model {status.model or model_name} ({state}) | device {status.device} | last seed {last} | "
-            f"queue {len(status.queued)}{running}")
+    return (
+        f" model {status.model or model_name} ({state}) | device {status.device} | last seed {last} | "
+        f"queue {len(status.queued)}{running}"
+    )
 
 
 def stdin_is_terminal() -> bool:

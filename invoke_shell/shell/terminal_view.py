@@ -13,11 +13,12 @@ import shutil
 import sys
 import warnings
 
+import numpy as np
 from PIL import Image
 
 
 def can_draw() -> bool:
-    return sys.__stdout__.isatty() and os.environ.get("TERM", "") not in ("", "dumb")
+    return sys.__stdout__ is not None and sys.__stdout__.isatty() and os.environ.get("TERM", "") not in ("", "dumb")
 
 
 def render(image: Image.Image, width: int = 32) -> str:
@@ -34,11 +35,11 @@ def render(image: Image.Image, width: int = 32) -> str:
 def toolbar_rows(image: Image.Image, width: int = 16) -> list[tuple[str, str]]:
     """prompt_toolkit fragments drawing `image` in upper-half blocks: two pixels per cell."""
     h = max(2, round(image.height * width / image.width / 2) * 2)
-    px = image.convert("RGB").resize((width, h), Image.Resampling.BILINEAR).load()
+    px = np.asarray(image.convert("RGB").resize((width, h), Image.Resampling.BILINEAR))
     rows: list[tuple[str, str]] = []
     for y in range(0, h, 2):
         for x in range(width):
-            top, bottom = px[x, y], px[x, y + 1]
+            top, bottom = px[y, x], px[y + 1, x]
             colours = f"fg:#{top[0]:02x}{top[1]:02x}{top[2]:02x} bg:#{bottom[0]:02x}{bottom[1]:02x}{bottom[2]:02x}"
             rows.append((colours + " noreverse", "▀"))  # the toolbar style is reversed
         rows.append(("", "\n"))

@@ -69,8 +69,11 @@ def txt2img_eval(engine, base: dict, prompts: list[data.Drawing], seeds: list[in
         pictures.append((d, seed, res.image, ok))
     n = len(prompts) * len(seeds)
     figures = {f"{k}_accuracy": round(v / n, 4) for k, v in right.items()}
-    figures.update(images=n, seconds_per_image_mean=round(float(np.mean(seconds)), 3),
-                   seconds_per_image_median=round(float(np.median(seconds)), 3))
+    figures.update(
+        images=n,
+        seconds_per_image_mean=round(float(np.mean(seconds)), 3),
+        seconds_per_image_median=round(float(np.median(seconds)), 3),
+    )
     return figures, pictures
 
 
@@ -105,12 +108,19 @@ def img2img_eval(engine, base: dict, pairs, seed: int, strengths=STRENGTHS) -> t
             strips[k].append(out)
         strips[k].append(t2i)
     n = len(pairs)
-    curve = {str(f): {"keeps_init_colours": round(r["keeps_init_colours"] / n, 3),
-                      "follows_prompt_colours": round(r["follows_prompt_colours"] / n, 3),
-                      "mean_distance_to_init": round(float(np.mean(r["distance"])), 2)}
-             for f, r in rows.items()}
-    return {"init_images": n, "curve": curve,
-            "txt2img_mean_distance_to_init": round(float(np.mean(t2i_dist)), 2)}, strips
+    curve = {
+        str(f): {
+            "keeps_init_colours": round(r["keeps_init_colours"] / n, 3),
+            "follows_prompt_colours": round(r["follows_prompt_colours"] / n, 3),
+            "mean_distance_to_init": round(float(np.mean(r["distance"])), 2),
+        }
+        for f, r in rows.items()
+    }
+    return {
+        "init_images": n,
+        "curve": curve,
+        "txt2img_mean_distance_to_init": round(float(np.mean(t2i_dist)), 2),
+    }, strips
 
 
 # ---------------------------------------------------------------- pictures
@@ -120,8 +130,15 @@ def grid_picture(pictures, cols: int = 8, scale: int = 2) -> Image.Image:
     """Judged txt2img pictures, each labelled with its prompt (x: judged wrong)."""
     shown = pictures[: cols * 6]
     rows = [shown[i : i + cols] for i in range(0, len(shown), cols)]
-    tiles = [[labelled_sheet([[img]], [f"{d.colour} {d.shape}/{d.background}" + ("" if all(ok) else " x")],
-                             min_tile=64 * scale) for d, _seed, img, ok in row] for row in rows]
+    tiles = [
+        [
+            labelled_sheet(
+                [[img]], [f"{d.colour} {d.shape}/{d.background}" + ("" if all(ok) else " x")], min_tile=64 * scale
+            )
+            for d, _seed, img, ok in row
+        ]
+        for row in rows
+    ]
     return labelled_sheet(tiles)
 
 
@@ -168,9 +185,10 @@ def main(argv: list[str] | None = None) -> None:
             b = {**base, "cfg_scale": c}
             t2i, _ = txt2img_eval(engine, b, prompts, seeds)
             i2i, _ = img2img_eval(engine, b, pairs, seeds[0], strengths=[0.2, 0.5, 0.8, 1.0])
-            sweep[str(c)] = {"txt2img": {k: t2i[k] for k in ("background_accuracy", "colour_accuracy",
-                                                             "shape_accuracy")},
-                             "img2img": i2i}
+            sweep[str(c)] = {
+                "txt2img": {k: t2i[k] for k in ("background_accuracy", "colour_accuracy", "shape_accuracy")},
+                "img2img": i2i,
+            }
             print(f"cfg {c}: {json.dumps(sweep[str(c)])}", flush=True)
         report["cfg_sweep"] = sweep
     if not args.no_write:

@@ -146,8 +146,11 @@ def centre_latents(vae, latents: torch.Tensor) -> tuple[torch.Tensor, dict]:
     centred = latents - mean.view(1, -1, 1, 1)
     std = centred.std().item()
     vae.register_to_config(scaling_factor=1.0 / std)
-    return centred / std, {"latent_channel_mean_removed": [round(v, 4) for v in mean.tolist()],
-                           "latent_std": round(std, 4), "scaling_factor": round(1.0 / std, 6)}
+    return centred / std, {
+        "latent_channel_mean_removed": [round(v, 4) for v in mean.tolist()],
+        "latent_std": round(std, 4),
+        "scaling_factor": round(1.0 / std, 6),
+    }
 
 
 # ---------------------------------------------------------------- 4. tokenizer
@@ -196,8 +199,15 @@ def build_tokenizer(out: Path, max_length: int):
     out.mkdir(parents=True, exist_ok=True)
     (out / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}, indent=0))
     (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n")
-    tok = CLIPTokenizer(str(out / "vocab.json"), str(out / "merges.txt"), model_max_length=max_length,
-                        pad_token=EOS, bos_token=BOS, eos_token=EOS, unk_token=EOS)
+    tok = CLIPTokenizer(
+        str(out / "vocab.json"),
+        str(out / "merges.txt"),
+        model_max_length=max_length,
+        pad_token=EOS,
+        bos_token=BOS,
+        eos_token=EOS,
+        unk_token=EOS,
+    )
     for w in data.GRAMMAR_WORDS:
         assert len(tok(w, add_special_tokens=False).input_ids) == 1, w
     return tok
@@ -210,9 +220,16 @@ def build_text_encoder(tok, max_length: int):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     cfg = CLIPTextConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=256, num_hidden_layers=2,
-        num_attention_heads=2, max_position_embeddings=max_length, projection_dim=64,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=max_length,
+        projection_dim=64,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
     )
     return CLIPTextModel(cfg)
 
@@ -221,34 +238,56 @@ def build_unet():
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(64, 128), layers_per_block=1, attention_head_dim=8,
-        cross_attention_dim=64, norm_num_groups=32,
+        block_out_channels=(64, 128),
+        layers_per_block=1,
+        attention_head_dim=8,
+        cross_attention_dim=64,
+        norm_num_groups=32,
     )
 
 
 def build_scheduler():
     from diffusers import PNDMScheduler
 
-    return PNDMScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1, prediction_type="epsilon",
+    scheduler = PNDMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        set_alpha_to_one=False,
+        skip_prk_steps=True,
+        steps_offset=1,
+        prediction_type="epsilon",
     )
+    # as Stable Diffusion's own config says: a DDIM built from this config by diffusers' usual
+    # idiom (DDIMScheduler.from_config) must not clip x0 to [-1, 1]
+    scheduler.register_to_config(clip_sample=False)
+    return scheduler
 
 
 def train_denoiser(unet, text_encoder, tok, latents, captions, wrong, args, gen, work: Path) -> dict:
     from diffusers import DDPMScheduler
     from diffusers.training_utils import EMAModel
 
-    noise_sched = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                                beta_schedule="scaled_linear", prediction_type="epsilon")
-    ids = tok(captions, padding="max_length", max_length=tok.model_max_length, truncation=True,
-              return_tensors="pt").input_ids
+    noise_sched = DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="epsilon",
+    )
+    ids = tok(
+        captions, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
     empty = tok([""], padding="max_length", max_length=tok.model_max_length, return_tensors="pt").input_ids
-    wrong_ids = tok(wrong, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids
+    wrong_ids = tok(
+        wrong, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
     dev = torch.device(args.device)
     unet.to(dev)
     text_encoder.to(dev)
@@ -306,12 +345,24 @@ def train_denoiser(unet, text_encoder, tok, latents, captions, wrong, args, gen,
         losses.append(loss.item())
         if step % 50 == 0 or step == args.steps - 1:
             recent = sum(losses[-50:]) / len(losses[-50:])
-            log(f"denoiser step {step}/{args.steps} loss(avg50) {recent:.4f} {(time.time() - t0) / (step - start + 1):.2f}s/step")
+            log(
+                f"denoiser step {step}/{args.steps} loss(avg50) {recent:.4f} {(time.time() - t0) / (step - start + 1):.2f}s/step"
+            )
         if (step + 1) % args.checkpoint_every == 0 and step + 1 < args.steps:
-            torch.save({"unet": unet.state_dict(), "text": text_encoder.state_dict(), "opt": opt.state_dict(),
-                        "lr": lr_sched.state_dict(), "ema_unet": ema_unet.state_dict(),
-                        "ema_text": ema_text.state_dict(), "gen": gen.get_state(), "step": step + 1,
-                        "losses": losses}, ckpt)
+            torch.save(
+                {
+                    "unet": unet.state_dict(),
+                    "text": text_encoder.state_dict(),
+                    "opt": opt.state_dict(),
+                    "lr": lr_sched.state_dict(),
+                    "ema_unet": ema_unet.state_dict(),
+                    "ema_text": ema_text.state_dict(),
+                    "gen": gen.get_state(),
+                    "step": step + 1,
+                    "losses": losses,
+                },
+                ckpt,
+            )
     ema_unet.copy_to(unet.parameters())
     ema_text.copy_to(text_encoder.parameters())
     unet.to("cpu")
@@ -320,9 +371,13 @@ def train_denoiser(unet, text_encoder, tok, latents, captions, wrong, args, gen,
     text_encoder.eval()
     first = sum(losses[:50]) / max(1, len(losses[:50]))
     last = sum(losses[-100:]) / max(1, len(losses[-100:]))
-    return {"denoiser_seconds": round(time.time() - t0, 1), "loss_first50": round(first, 4),
-            "loss_last100": round(last, 4), "unet_parameters": sum(p.numel() for p in unet.parameters()),
-            "text_encoder_parameters": sum(p.numel() for p in text_encoder.parameters())}
+    return {
+        "denoiser_seconds": round(time.time() - t0, 1),
+        "loss_first50": round(first, 4),
+        "loss_last100": round(last, 4),
+        "unet_parameters": sum(p.numel() for p in unet.parameters()),
+        "text_encoder_parameters": sum(p.numel() for p in text_encoder.parameters()),
+    }
 
 
 # ---------------------------------------------------------------- 6. preview map, save
@@ -339,8 +394,7 @@ def fit_latent_rgb(vae, latents: torch.Tensor) -> dict:
     b = rgb.permute(0, 2, 3, 1).reshape(-1, 3)
     sol = torch.linalg.lstsq(a, b).solution
     err = (a @ sol - b).abs().mean().item()
-    return {"weights": sol[:4].tolist(), "bias": sol[4].tolist(), "mean_abs_error": round(err, 4),
-            "range": "[-1, 1]"}
+    return {"weights": sol[:4].tolist(), "bias": sol[4].tolist(), "mean_abs_error": round(err, 4), "range": "[-1, 1]"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -407,17 +461,28 @@ def main(argv: list[str] | None = None) -> None:
     log("6. saving")
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tok, unet=unet,
-                                   scheduler=build_scheduler(), safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tok,
+        unet=unet,
+        scheduler=build_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.save_pretrained(args.out, safe_serialization=True)
     for name in ("vocab.json", "merges.txt"):  # CLIP's own format beside tokenizer.json
         (args.out / "tokenizer" / name).write_bytes((args.work / "tokenizer" / name).read_bytes())
     (args.out / "latent_rgb.json").write_text(json.dumps(fit_latent_rgb(vae, latents), indent=1))
     figures["total_seconds"] = round(time.time() - t_start, 1)
     figures["threads"] = torch.get_num_threads()
-    record = {"seed": args.seed, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "torch": torch.__version__, "figures": figures}
+    record = {
+        "seed": args.seed,
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "torch": torch.__version__,
+        "figures": figures,
+    }
     (args.out / "training.json").write_text(json.dumps(record, indent=1))
     log(f"done in {figures['total_seconds']} s: {figures}")
 

@@ -33,8 +33,12 @@ SAMPLERS: dict[str, Sampler] = {
         Sampler("ddim", "DDIMScheduler", "DDIM", {}),
         Sampler("plms", "PNDMScheduler", "PLMS", {"skip_prk_steps": True}),
         Sampler("dpmpp_2m", "DPMSolverMultistepScheduler", "DPM++ 2M", {"algorithm_type": "dpmsolver++"}),
-        Sampler("dpmpp_2m_karras", "DPMSolverMultistepScheduler", "DPM++ 2M Karras",
-                {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True}),
+        Sampler(
+            "dpmpp_2m_karras",
+            "DPMSolverMultistepScheduler",
+            "DPM++ 2M Karras",
+            {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True},
+        ),
         Sampler("dpmpp_sde", "DPMSolverSDEScheduler", "DPM++ SDE", {}),
         Sampler("unipc", "UniPCMultistepScheduler", "UniPC", {}),
     )
@@ -48,8 +52,10 @@ def lookup(name: str) -> Sampler:
         return SAMPLERS[name]
     except KeyError:
         guess = did_you_mean(name, SAMPLERS)
-        raise UsageError(f"unknown sampler {name!r}",
-                         (f"did you mean {guess}? " if guess else "") + "choose one of " + ", ".join(SAMPLERS)) from None
+        raise UsageError(
+            f"unknown sampler {name!r}",
+            (f"did you mean {guess}? " if guess else "") + "choose one of " + ", ".join(SAMPLERS),
+        ) from None
 
 
 def build(name: str, base_config: Mapping[str, Any], seed: int | None = None) -> Any:
@@ -95,7 +101,7 @@ def describe_img2img(steps: int, strength: float, exact: bool) -> str:
 class PlannedStep:
     index: int  # position in the full schedule
     timestep: float
-    sigma: float | None
+    sigma: float
     runs: bool  # False: skipped because img2img starts later
 
 
