@@ -108,7 +108,9 @@ def load_pipeline(entry: ModelEntry, device: str, dtype: torch.dtype) -> Any:
 def model_hash(path: Path) -> str:
     """AUTOMATIC1111-style short hash: sha256 of the weights file (the UNet's for a folder)."""
     if path.is_dir():
-        files = sorted((path / "unet").glob("*.safetensors")) or sorted(path.rglob("*.safetensors"))
+        # the file from_pretrained loads: the plain one before variants such as .fp16
+        unet = sorted((path / "unet").glob("*.safetensors"), key=lambda f: (f.name.count("."), f.name))
+        files = unet or sorted(path.rglob("*.safetensors"))
         if not files:
             return "unknown"
         path = files[0]

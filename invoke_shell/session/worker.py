@@ -88,8 +88,14 @@ class Worker(threading.Thread):
         return ticket
 
     def drop_all(self) -> None:
-        while self.status().queued:
-            self.drop(1)
+        """Remove every queued line at once (under the lock: none can start in between)."""
+        with self._lock:
+            waiting = [t for t in self._pending if t is not None and isinstance(t.job, Generate)]
+            for ticket in waiting:
+                self._pending.remove(ticket)
+        for ticket in waiting:
+            ticket.error = Cancelled(0)
+            ticket.done.set()
 
     def cancel_running(self) -> bool:
         """Stop the image being made; False when no image is being made."""
