@@ -7,9 +7,9 @@ from conftest import DEFAULTS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from invoke_shell.schedulers import SAMPLERS
 from invoke_shell.line.parsing import format_request, parse_line, quote_prompt
 from invoke_shell.line.requests import LineRequest, expand
+from invoke_shell.schedulers import SAMPLERS
 
 # prompts as the parser keeps them: single spaces, no unbalanced [ ], not empty
 words = st.text(alphabet=st.sampled_from(list("abcxyz\"'\\()[]:,.+-!#é中 ")), min_size=1, max_size=12)
