@@ -32,11 +32,6 @@ class ModelInfo:
     hash: str  # short sha256 of the weights, AUTOMATIC1111-style (first 10 hex digits)
 
 
-def command(req: ImageRequest) -> str:
-    """The Dream command: what reproduces this one image."""
-    return format_request(req)
-
-
 def sd_metadata(req: ImageRequest, model: ModelInfo, steps_run: int, schedule_steps: int) -> dict[str, Any]:
     image = {
         "prompt": [{"prompt": req.prompt, "weight": 1.0}],

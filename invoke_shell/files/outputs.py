@@ -43,8 +43,9 @@ def write_image(
     outdir: Path, req: ImageRequest, image: Image.Image, model: ModelInfo, steps_run: int, schedule_steps: int
 ) -> Path:
     """One generated image with its command in all three chunks, and its line in the log."""
-    path = _write_png(outdir, req.seed, image, metadata.png_chunks(req, model, steps_run, schedule_steps))
-    append_log(outdir, metadata.command(req), path)
+    chunks = metadata.png_chunks(req, model, steps_run, schedule_steps)
+    path = _write_png(outdir, req.seed, image, chunks)
+    append_log(outdir, chunks["Dream"], path)  # the command is written once, read here
     return path
 
 

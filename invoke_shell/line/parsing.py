@@ -43,7 +43,7 @@ def build_line(prompt: str, values: dict[str, Any], model_defaults: Mapping[str,
     """A LineRequest from a prompt and converted switch values (typed, or read from a PNG),
     the rest from the model's defaults; the checks that involve several switches."""
     values = dict(values)
-    sweep = tuple((name, v) for name, v in values.items() if isinstance(v, tuple) and _switch(name).sweep)
+    sweep = tuple((name, v) for name, v in values.items() if isinstance(v, tuple) and BY_LONG[name].sweep)
     if len(sweep) > 2:
         raise UsageError(
             f"{len(sweep)} comma lists on one line; a sweep has at most two (rows x columns)",
@@ -68,10 +68,6 @@ def build_line(prompt: str, values: dict[str, Any], model_defaults: Mapping[str,
             s = fields[dim]
             raise UsageError(f"--{dim} must be a multiple of 8, got {s}", f"use {s - s % 8} or {s - s % 8 + 8}")
     return LineRequest(prompt=" ".join(prompt.split()), sweep=sweep, **fields)
-
-
-def _switch(name: str) -> Switch:
-    return BY_LONG[name]
 
 
 def _split_prompt(line: str) -> tuple[str, str]:

@@ -308,7 +308,6 @@ SWITCHES: tuple[Switch, ...] = (
 BY_NAME = {s.name: s for s in SWITCHES}
 BY_SHORT = {s.short: s for s in SWITCHES if s.short}
 BY_LONG = {alias: s for s in SWITCHES for alias in (s.name, *s.aliases)}
-IMAGE_FIELDS = tuple(s.name for s in SWITCHES if s.scope == "image")
 
 
 def defaults() -> dict[str, Any]:
