@@ -57,6 +57,7 @@ def test_good_lines(line, expected):
         ('"fire -s 10', "unbalanced quote", 'close the prompt with "'),
         ("x --strenght 0.5", "unknown switch --strenght", "did you mean --strength?"),
         ("x -q 3", "unknown switch -q", "!help"),
+        ("x -I a.png -f 0.5,0 --exact_steps", "--exact_steps at strength 0", "give -f above 0"),
         ("x -w 64", "unknown switch -w", "did you mean -W"),
         ("x -f 1.5", "-f/--strength must be between 0 and 1, got 1.5", "-f 0.75"),
         ("x -s 0", "-s/--steps must be between 1 and 1000, got 0", "-s 25"),

@@ -61,7 +61,8 @@ def build_line(prompt: str, values: dict[str, Any], model_defaults: Mapping[str,
     fields.update(values)
     if (fields["variation_amount"] or fields["with_variations"]) and fields["init_img"]:
         raise UsageError("variations work on txt2img images only", "leave out -I, or leave out -v/-V")
-    if fields["exact_steps"] and fields["init_img"] and fields["strength"] == 0:
+    strengths = dict(sweep).get("strength", (fields["strength"],))  # every image's, a sweep's too
+    if fields["exact_steps"] and fields["init_img"] and 0 in strengths:
         raise UsageError("--exact_steps at strength 0: no step can run", "give -f above 0, or leave out --exact_steps")
     for dim in ("width", "height"):
         if fields[dim] % 8:
