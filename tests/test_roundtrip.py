@@ -42,6 +42,9 @@ def lines(draw: st.DrawFn) -> LineRequest:
     }
     sweep = tuple((name, tuple(values[name])) for name in sweep_names)
     txt2img = init is None
+    # --exact_steps at strength 0 is refused when parsed, so it is only drawn
+    # where every strength the line runs at is above 0.
+    strengths = dict(sweep).get("strength", (values["strength"][0],))
     variations = draw(st.lists(st.tuples(st.integers(0, 2**32 - 1), floats), max_size=3)) if txt2img else []
     return LineRequest(
         prompt=draw(prompts) + draw(negatives),
@@ -53,7 +56,7 @@ def lines(draw: st.DrawFn) -> LineRequest:
         seed=draw(st.one_of(st.none(), st.integers(-1000, 2**32 - 1))),
         init_img=init,
         strength=values["strength"][0],
-        exact_steps=draw(st.booleans()) and not txt2img and values["strength"][0] > 0,
+        exact_steps=draw(st.booleans()) and not txt2img and min(strengths) > 0,
         with_variations=tuple(variations),
         iterations=1 if sweep else draw(st.integers(1, 1000)),
         variation_amount=draw(floats) if txt2img else 0.0,
