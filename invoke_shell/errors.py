@@ -28,6 +28,21 @@ class Cancelled(Exception):
         self.step = step
 
 
+def quoted(text: str, limit: int = 40) -> str:
+    """`text` as a message echoes it: repr-quoted (control characters escaped) and shortened,
+    so a 100 KB line never becomes a 100 KB message."""
+    if len(text) > limit:
+        return repr(text[: limit - 1] + "…")
+    return repr(text)
+
+
+def named(word: str, limit: int = 40) -> str:
+    """A word echoed bare when it reads safely (short, printable, no spaces), else quoted()."""
+    return word if len(word) <= limit and word.isprintable() and " " not in word else quoted(word, limit)
+
+
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
+    if len(word) > 40:  # nothing in a table is that long, and difflib is slow on long words
+        return None
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return close[0] if close else None

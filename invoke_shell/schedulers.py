@@ -78,15 +78,25 @@ def steps_run(steps: int, strength: float | None) -> int:
     return min(int(steps * strength), steps)
 
 
+MAX_SCHEDULE = 1000  # Stable Diffusion models are trained on 1000 timesteps; no schedule is longer
+
+
 def schedule_length(steps: int, strength: float | None, exact: bool = False) -> int:
     """Length of the schedule to build. With exact steps, img2img gets the shortest schedule
     whose tail at this strength is `steps` long (20 at 0.4 -> 50, run from step 30)."""
     if not exact or strength is None or strength >= 1.0:
         return steps
+    if strength <= 0 or steps > strength * MAX_SCHEDULE:  # also keeps steps / strength finite
+        lowest = steps / MAX_SCHEDULE
+        raise UsageError(
+            f"--exact_steps: {steps} steps at strength {strength:.3g} need a schedule longer than "
+            f"the model's {MAX_SCHEDULE} timesteps",
+            f"give -f {lowest:.3g} or more, or fewer steps" if lowest <= 1 else "give fewer steps",
+        )
     n = max(steps, int(steps / strength))
-    while steps_run(n, strength) < steps:
+    while steps_run(n, strength) < steps:  # int() rounding: at most a step or two
         n += 1
-    return n
+    return min(n, MAX_SCHEDULE)
 
 
 def describe_img2img(steps: int, strength: float, exact: bool) -> str:

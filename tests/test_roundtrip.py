@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from invoke_shell.line.parsing import format_request, parse_line, quote_prompt
 from invoke_shell.line.requests import LineRequest, expand
-from invoke_shell.schedulers import SAMPLERS
+from invoke_shell.schedulers import MAX_SCHEDULE, SAMPLERS
 
 # prompts as the parser keeps them: single spaces, no unbalanced [ ], not empty
 words = st.text(alphabet=st.sampled_from(list("abcxyz\"'\\()[]:,.+-!#é中 ")), min_size=1, max_size=12)
@@ -42,9 +42,12 @@ def lines(draw: st.DrawFn) -> LineRequest:
     }
     sweep = tuple((name, tuple(values[name])) for name in sweep_names)
     txt2img = init is None
-    # --exact_steps at strength 0 is refused when parsed, so it is only drawn
-    # where every strength the line runs at is above 0.
+    # --exact_steps is refused when parsed where a strength and step count need a schedule
+    # longer than the model's 1000 timesteps (strength 0 included), so it is drawn only where
+    # every pair the line runs fits.
     strengths = dict(sweep).get("strength", (values["strength"][0],))
+    steps = dict(sweep).get("steps", (values["steps"][0],))
+    exact_fits = all(n <= s * MAX_SCHEDULE for n in steps for s in strengths)
     variations = draw(st.lists(st.tuples(st.integers(0, 2**32 - 1), floats), max_size=3)) if txt2img else []
     return LineRequest(
         prompt=draw(prompts) + draw(negatives),
@@ -56,7 +59,7 @@ def lines(draw: st.DrawFn) -> LineRequest:
         seed=draw(st.one_of(st.none(), st.integers(-1000, 2**32 - 1))),
         init_img=init,
         strength=values["strength"][0],
-        exact_steps=draw(st.booleans()) and not txt2img and min(strengths) > 0,
+        exact_steps=draw(st.booleans()) and not txt2img and exact_fits,
         with_variations=tuple(variations),
         iterations=1 if sweep else draw(st.integers(1, 1000)),
         variation_amount=draw(floats) if txt2img else 0.0,

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +20,12 @@ from PIL import Image
 
 from invoke_shell import schedulers
 from invoke_shell.engines.prompts import PromptEncoder
+from invoke_shell.engines.stop_points import stop_points
 from invoke_shell.engines.tap import StepTap
 from invoke_shell.errors import Cancelled
 from invoke_shell.line.requests import ImageRequest
+
+TILE_ABOVE_PIXELS = 1024 * 1024  # the VAE's peak memory grows with pixels; above this it works in tiles
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,7 @@ class Engine:
             inputs = {"image": init_image.convert("RGB"), "strength": req.strength}
         pipe.set_progress_bar_config(disable=True)
         tap = StepTap(scheduler)
+        done = [0]  # steps finished, for the step a stop inside a model call reports
 
         # 3. denoise, reporting each step; Ctrl-C raises from the callback to stop at once
         def callback(p: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -114,34 +119,51 @@ class Engine:
                 latents = kwargs["latents"]
                 after = tap.level_after()
                 on_step(StepState(i + 1, total, float(t), after, latents, tap.denoised, tap.vp_scale(after)))
+            done[0] = i + 1
             if cancel is not None and cancel.is_set():
                 raise Cancelled(i + 1)
             return {}
 
-        if self.prompts.needs_compel(req.positive, req.negative):  # weights or a long prompt
-            cond, uncond = self.prompts.encode(req.positive, req.negative)
-            text: dict[str, Any] = {"prompt_embeds": cond, "negative_prompt_embeds": uncond}
-        else:
-            text = {"prompt": req.positive, "negative_prompt": req.negative or None}
         generator = torch.Generator("cpu").manual_seed(seed)  # CPU noise: same picture on any device
         if init_image is None:
             # draw the starting noise as diffusers would (same generator, same dtype), so that
             # variations can blend it and the generator goes on to feed ancestral samplers
             inputs["latents"] = self.noise(req, generator)
-        out = pipe(
-            **text,
-            num_inference_steps=schedule,
-            guidance_scale=req.cfg_scale,
-            generator=generator,
-            output_type="np",
-            callback_on_step_end=callback,
-            callback_on_step_end_tensor_inputs=["latents"],
-            **inputs,
-        )
+        p = self.txt2img
+        with stop_points([p.text_encoder, p.unet, p.vae], cancel, lambda: done[0]), self._tiled(req):
+            if self.prompts.needs_compel(req.positive, req.negative):  # weights or a long prompt
+                cond, uncond = self.prompts.encode(req.positive, req.negative)
+                text: dict[str, Any] = {"prompt_embeds": cond, "negative_prompt_embeds": uncond}
+            else:
+                text = {"prompt": req.positive, "negative_prompt": req.negative or None}
+            out = pipe(
+                **text,
+                num_inference_steps=schedule,
+                guidance_scale=req.cfg_scale,
+                generator=generator,
+                output_type="np",
+                callback_on_step_end=callback,
+                callback_on_step_end_tensor_inputs=["latents"],
+                **inputs,
+            )
         # 4. return
         pixels = out.images[0].astype(np.float32)
         image = Image.fromarray((pixels * 255).round().astype(np.uint8))
         return GenerationResult(image, pixels, steps_run, schedule, time.perf_counter() - t0)
+
+    @contextmanager
+    def _tiled(self, req: ImageRequest) -> Iterator[None]:
+        """Large images are encoded and decoded by the VAE in tiles: memory stays bounded, and
+        Ctrl-C stops between tiles. Below the threshold the picture is the untiled one."""
+        vae = self.txt2img.vae
+        if req.width * req.height <= TILE_ABOVE_PIXELS or not hasattr(vae, "enable_tiling"):
+            yield
+            return
+        vae.enable_tiling()
+        try:
+            yield
+        finally:
+            vae.disable_tiling()
 
     def noise(self, req: ImageRequest, generator: torch.Generator) -> torch.Tensor:
         unet, factor = self.txt2img.unet, self.txt2img.vae_scale_factor

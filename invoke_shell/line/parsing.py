@@ -10,24 +10,33 @@ writes any request back so that `parse_line(format_request(r)) == r`.
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
-from invoke_shell.errors import UsageError, did_you_mean
+from invoke_shell.errors import UsageError, did_you_mean, named, quoted
 from invoke_shell.line.requests import ImageRequest, LineRequest, ShellCommand
 from invoke_shell.line.switches import BY_LONG, BY_SHORT, SWITCHES, Switch, defaults
+from invoke_shell.schedulers import schedule_length
 
 QUIT = {"q", "quit", "exit"}  # words that leave the shell
 _SWITCH_START = re.compile(r"(?:^|\s)(--?[A-Za-z])")
 _HELP = re.compile(r"(?:^|\s)(?:-h|--help)(?:\s|$)")
 _BACKSLASHES_BEFORE = {q: re.compile(r"(\\*)(" + q + r"|$)") for q in "\"'"}
+# Word processors and phones turn - and -- into these; "—s 5" is a switch typed by a person.
+_TYPOGRAPHIC_DASH = re.compile(r"(?:^|\s)([\u2010-\u2015\u2212\ufe58\ufe63\uff0d]{1,2})([A-Za-z_]+)")
+_UNWANTED = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")  # C0/C1 controls but tab; lone surrogates
+MAX_IMAGES = int(BY_LONG["iterations"].high or 1000)  # -n's cap holds for sweeps too
+MAX_PROMPT = 2000  # characters; the model reads about 75 words per chunk, so more is a paste gone wrong
 
 
 def parse_line(line: str, model_defaults: Mapping[str, Any]) -> LineRequest | ShellCommand | None:
     """Parse one line. `model_defaults` fills what the line leaves out (the model's entry)."""
     line = line.strip()
+    _check_characters(line)
     if not line or line.startswith("#"):
         return None
     if line.startswith("!"):
@@ -36,7 +45,45 @@ def parse_line(line: str, model_defaults: Mapping[str, Any]) -> LineRequest | Sh
     prompt, rest = _split_prompt(line)
     if _HELP.search(rest) or _HELP.fullmatch(line):
         return ShellCommand("help", "")
+    _check_dashes(line)
+    if len(prompt) > MAX_PROMPT:
+        raise UsageError(
+            f"the prompt is {len(prompt):,} characters; the longest this shell takes is {MAX_PROMPT:,}",
+            "shorten it: the model reads about 75 words at a time",
+        )
     return build_line(prompt, parse_switches(rest), model_defaults)
+
+
+def _check_characters(line: str) -> None:
+    """Control characters (a stray escape, a NUL from a binary paste) and bytes that were not
+    UTF-8 never reach a prompt, a file name or a PNG chunk."""
+    m = _UNWANTED.search(line)
+    if m is None:
+        return
+    c, column = m.group(), m.start() + 1
+    if unicodedata.category(c) == "Cs":  # how Python keeps an undecodable byte
+        raise UsageError(
+            f"the line is not valid UTF-8 (byte {ord(c) - 0xDC00:#04x} at column {column})",
+            "save the file or terminal as UTF-8 and type the line again",
+        )
+    raise UsageError(
+        f"the line holds a control character {c!r} at column {column}",
+        "type the line again without it (a paste can carry invisible characters)",
+    )
+
+
+def _check_dashes(line: str) -> None:
+    """A typographic dash before a switch name is refused, never made prompt text."""
+    for m in _TYPOGRAPHIC_DASH.finditer(line):
+        dashes, word = m.groups()
+        sw = BY_LONG.get(word) if len(word) > 1 else BY_SHORT.get(word)
+        if sw is not None:
+            typed = dashes + word
+            raise UsageError(
+                f"{typed!r} starts with a typographic dash ({unicodedata.name(dashes[0]).lower()}), not '-'",
+                f"write {'-' + word if len(word) == 1 else '--' + word} (a plain hyphen-minus); "
+                "editors often turn - and -- into dashes",
+            )
 
 
 def build_line(prompt: str, values: dict[str, Any], model_defaults: Mapping[str, Any]) -> LineRequest:
@@ -62,8 +109,20 @@ def build_line(prompt: str, values: dict[str, Any], model_defaults: Mapping[str,
     if (fields["variation_amount"] or fields["with_variations"]) and fields["init_img"]:
         raise UsageError("variations work on txt2img images only", "leave out -I, or leave out -v/-V")
     strengths = dict(sweep).get("strength", (fields["strength"],))  # every image's, a sweep's too
-    if fields["exact_steps"] and fields["init_img"] and 0 in strengths:
-        raise UsageError("--exact_steps at strength 0: no step can run", "give -f above 0, or leave out --exact_steps")
+    if fields["exact_steps"] and fields["init_img"]:
+        if 0 in strengths:
+            raise UsageError(
+                "--exact_steps at strength 0: no step can run", "give -f above 0, or leave out --exact_steps"
+            )
+        for steps in dict(sweep).get("steps", (fields["steps"],)):
+            for strength in strengths:
+                schedule_length(steps, strength, exact=True)  # refuses what no model can schedule
+    images = math.prod(len(values) for _, values in sweep)
+    if images > MAX_IMAGES:
+        raise UsageError(
+            f"the sweep makes {images:,} images; one line makes at most {MAX_IMAGES:,}",
+            "shorten the comma lists, or split the sweep over several lines",
+        )
     for dim in ("width", "height"):
         if fields[dim] % 8:
             s = fields[dim]
@@ -114,7 +173,7 @@ def parse_switches(text: str) -> dict[str, Any]:
         sw, glued = _lookup(tok)
         if sw.kind is bool:
             if glued:
-                raise UsageError(f"{sw.shown} takes no value, got {glued!r}", f"write {sw.flag} alone")
+                raise UsageError(f"{sw.shown} takes no value, got {quoted(glued)}", f"write {sw.flag} alone")
             values[sw.name] = True
             continue
         if glued is None:
@@ -122,8 +181,21 @@ def parse_switches(text: str) -> dict[str, Any]:
                 raise UsageError(f"{sw.shown} needs a value", sw.usage())
             glued = tokens[i]
             i += 1
+        if sw.name in values:
+            raise UsageError(
+                f"{sw.shown} is given twice",
+                f"keep one; for one image per value write a comma list, e.g. {sw.flag} 10,20"
+                if sw.sweep
+                else f"keep one {sw.flag}",
+            )
         if sw.sweep and "," in glued:
-            items = tuple(convert(sw, part.strip()) for part in glued.split(",") if part.strip())
+            parts = [part.strip() for part in glued.split(",")]
+            if not all(parts):
+                raise UsageError(
+                    f"{sw.shown} has an empty item in its comma list {quoted(glued)}",
+                    "remove the extra commas: values go between single commas, as in -f 0.2,0.5,0.8",
+                )
+            items = tuple(convert(sw, part) for part in parts)
             values[sw.name] = items if len(items) > 1 else items[0]
         else:
             values[sw.name] = convert(sw, glued)
@@ -137,7 +209,7 @@ def _lookup(tok: str) -> tuple[Switch, str | None]:
         if sw is None:
             guess = did_you_mean(name, BY_LONG)
             raise UsageError(
-                f"unknown switch --{name}",
+                f"unknown switch {named('--' + name)}",
                 f"did you mean --{guess}?" if guess else "type !help for the list of switches",
             )
         return sw, value if eq else None
@@ -150,10 +222,10 @@ def _lookup(tok: str) -> tuple[Switch, str | None]:
                 if other
                 else "type !help for the list of switches"
             )
-            raise UsageError(f"unknown switch -{tok[1]}", hint)
+            raise UsageError(f"unknown switch {named('-' + tok[1])}", hint)
         return sw, tok[2:] or None
     raise UsageError(
-        f"unexpected {tok!r} after the switches",
+        f"unexpected {quoted(tok)} after the switches",
         'put the whole prompt first, in quotes if it contains a dash: "a -x b" -s 10',
     )
 
@@ -165,30 +237,30 @@ def convert(sw: Switch, raw: str) -> Any:
         return sw.parse(raw)
     if sw.kind is bool:
         if raw.lower() not in ("true", "false"):
-            raise UsageError(f"{sw.shown} is on or off, got {raw!r}", "use true or false")
+            raise UsageError(f"{sw.shown} is on or off, got {quoted(raw)}", "use true or false")
         return raw.lower() == "true"
     if sw.kind is int:
         try:
             value = int(raw)
         except ValueError:
-            raise UsageError(f"{sw.shown} expects a whole number, got {raw!r}", sw.usage()) from None
+            raise UsageError(f"{sw.shown} expects a whole number, got {quoted(raw)}", sw.usage()) from None
     elif sw.kind is float:
         try:
             value = float(raw)
         except ValueError:
-            raise UsageError(f"{sw.shown} expects a number, got {raw!r}", sw.usage()) from None
+            raise UsageError(f"{sw.shown} expects a number, got {quoted(raw)}", sw.usage()) from None
         if value != value or value in (float("inf"), float("-inf")):
-            raise UsageError(f"{sw.shown} expects a finite number, got {raw!r}", sw.usage())
+            raise UsageError(f"{sw.shown} expects a finite number, got {quoted(raw)}", sw.usage())
     else:
         value = raw
     if sw.choices and value not in sw.choices:
         guess = did_you_mean(value, sw.choices)
         raise UsageError(
-            f"unknown {sw.name} {value!r} for {sw.shown}",
+            f"unknown {sw.name} {quoted(value)} for {sw.shown}",
             (f"did you mean {guess}? " if guess else "") + "choose one of " + ", ".join(sw.choices),
         )
     if sw.low is not None and value < sw.low or sw.high is not None and value > sw.high:
-        raise UsageError(f"{sw.shown} must be {sw.describe_range()}, got {raw}", sw.usage())
+        raise UsageError(f"{sw.shown} must be {sw.describe_range()}, got {quoted(raw, 24)[1:-1]}", sw.usage())
     return value
 
 

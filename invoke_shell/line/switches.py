@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from invoke_shell.errors import UsageError
+from invoke_shell.errors import UsageError, quoted
 from invoke_shell.schedulers import SAMPLERS
 
 Scope = Literal["image", "line"]
@@ -90,7 +90,7 @@ def parse_variations(raw: str) -> Variations:
             pair = None
         if not colon or pair is None or not 0 <= pair[0] < 2**32 or not 0 <= pair[1] <= 1:
             raise UsageError(
-                f"-V/--with_variations expects seed:weight pairs, got {part.strip()!r}",
+                f"-V/--with_variations expects seed:weight pairs, got {quoted(part.strip())}",
                 "e.g. -V 1234:0.2,5678:0.1 (seeds 0..4294967295, weights 0..1)",
             )
         chain.append(pair)

@@ -1,0 +1,89 @@
+"""Ctrl-C stops a request inside a model call (prompt encoding, a UNet step, the VAE decode),
+leaves no hook behind, and the next request gives the uninterrupted picture."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from invoke_shell.errors import Cancelled
+from invoke_shell.line.requests import ImageRequest
+
+
+def req(**kw) -> ImageRequest:
+    base = dict(prompt="a red circle [blurry]", steps=4, cfg_scale=7.5, sampler="k_lms", width=64, height=64, seed=7)
+    base.update(kw)
+    return ImageRequest(**base)
+
+
+def _press_ctrl_c_in(module, cancel: threading.Event, after_calls: int = 1):
+    """Set `cancel` while `module` runs its `after_calls`-th forward, as a key press would."""
+    calls = [0]
+
+    def hook(mod, args):
+        calls[0] += 1
+        if calls[0] == after_calls:
+            cancel.set()
+
+    return module.register_forward_pre_hook(hook), calls
+
+
+def _hook_count(engine) -> int:
+    p = engine.txt2img
+    return sum(len(m._forward_pre_hooks) for model in (p.text_encoder, p.unet, p.vae) for m in model.modules())
+
+
+@pytest.mark.parametrize(
+    ("where", "nth", "stopped_after"),
+    [
+        ("text_encoder.encoder.layers.0", 1, 0),  # while the prompt is encoded
+        ("unet.mid_block", 3, 2),  # inside the third UNet step (of 4)
+        ("vae.decoder.mid_block", 1, 4),  # while the picture is decoded
+    ],
+)
+def test_ctrl_c_inside_a_model_call_stops_at_the_next_block(engine, where, nth, stopped_after):
+    uninterrupted = engine.generate(req()).pixels
+    cancel = threading.Event()
+    component, _, path = where.partition(".")
+    handle, _ = _press_ctrl_c_in(getattr(engine.txt2img, component).get_submodule(path), cancel, nth)
+    up_calls = [0]
+    counter = engine.txt2img.unet.up_blocks[0].register_forward_pre_hook(
+        lambda m, a: up_calls.__setitem__(0, 1 + up_calls[0])
+    )
+    hooks_before = _hook_count(engine)
+    try:
+        with pytest.raises(Cancelled) as e:
+            engine.generate(req(), cancel=cancel)
+    finally:
+        handle.remove()
+        counter.remove()
+    assert e.value.step == stopped_after
+    if where.startswith("unet"):  # the step that was cut never reached the up blocks
+        assert up_calls[0] == 2
+    assert _hook_count(engine) == hooks_before - 2  # the stop points are gone with the request
+    assert np.array_equal(engine.generate(req()).pixels, uninterrupted)
+
+
+def test_large_images_decode_in_tiles_and_stop_between_tiles(engine, monkeypatch):
+    from invoke_shell.engines import generate
+
+    monkeypatch.setattr(generate, "TILE_ABOVE_PIXELS", 64 * 64)  # so a small image counts as large
+    vae = engine.txt2img.vae
+    tiles = [0]
+    cancel = threading.Event()
+
+    def count(mod, args):
+        tiles[0] += 1
+        if tiles[0] == 2:
+            cancel.set()
+
+    h = vae.decoder.register_forward_pre_hook(count)
+    try:
+        with pytest.raises(Cancelled):
+            engine.generate(req(width=128, height=128, steps=1), cancel=cancel)
+    finally:
+        h.remove()
+    assert tiles[0] == 2  # the decoder ran tile by tile and stopped after the second
+    assert not vae.use_tiling  # tiling is switched off again for the next request
