@@ -7,6 +7,7 @@ prints it and prompts again with the model still loaded. Anything else is a bug.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 
@@ -26,6 +27,15 @@ class Cancelled(Exception):
     def __init__(self, step: int) -> None:
         super().__init__(f"cancelled at step {step}")
         self.step = step
+
+
+_UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def escaped(text: str) -> str:
+    """`text` safe to print: control characters and undecodable bytes shown as escapes, so
+    nothing read from a pipe or a file can move the cursor, set colours or retitle a window."""
+    return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def quoted(text: str, limit: int = 40) -> str:

@@ -53,4 +53,4 @@ def test_pickle_checkpoints_are_refused_unless_allowed(tmp_path):
     ckpt.write_bytes(b"not loaded")
     with pytest.raises(UsageError) as err:
         load_pipeline(ModelEntry("old", ckpt, config=SD15), "cpu", torch.float32)
-    assert "pickle checkpoint" in err.value.message and "allow_pickle: true" in err.value.hint
+    assert "holds pickled weights (model.ckpt)" in err.value.message and "allow_pickle: true" in err.value.hint

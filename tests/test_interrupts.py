@@ -87,3 +87,64 @@ def test_large_images_decode_in_tiles_and_stop_between_tiles(engine, monkeypatch
         h.remove()
     assert tiles[0] == 2  # the decoder ran tile by tile and stopped after the second
     assert not vae.use_tiling  # tiling is switched off again for the next request
+
+
+# ---- over a pipe, through the console script
+
+
+def _start(tiny_config, tmp_path, **kw):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "invoke-shell"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "invoke_shell"]
+    args = ["--config", str(tiny_config), "--outdir", str(tmp_path / "o"), "--history", str(tmp_path / "h")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd + args, env=env, **kw)
+
+
+def test_bytes_that_are_not_utf8_are_named_and_the_other_lines_run(tiny_config, tmp_path):
+    import subprocess
+
+    proc = _start(tiny_config, tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(
+        b"a red circle -s 2 -S 1\na \xff circle -s 2\na \x1b[2J circle\na blue circle -s 2 -S 2\n", 120
+    )
+    text = out.decode()
+    assert proc.returncode == 0, err.decode()
+    assert "error: the line is not valid UTF-8 (byte 0xff at column 3)" in text
+    assert "error: the line holds a control character '\\x1b' at column 3" in text
+    assert "invoke> a \\x1b[2J circle" in text and "\x1b" not in text  # echoed escaped, never raw
+    assert "Traceback" not in text + err.decode()
+    names = sorted(p.name for p in (tmp_path / "o" / "img-samples").glob("*.png"))
+    assert names == ["000001.1.png", "000002.2.png"]
+
+
+def test_sigint_over_a_pipe_cancels_the_image_says_what_did_not_run_and_exits_130(tiny_config, tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    proc = _start(
+        tiny_config, tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("a red circle -s 2 -S 1\na long one -s 1000 -S 2\na third -s 2 -S 3\n")
+    proc.stdin.flush()
+    seen = ""
+    while "invoke> a long one" not in seen:  # the second line has started
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read() if proc.stderr else ""
+        seen += line
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    out = seen + out
+    assert proc.returncode == 130, out + err
+    assert ">> generation cancelled at step" in out
+    assert ">> interrupted at standard input line 2: the lines after it did not run" in out
+    assert "Traceback" not in out + err and "terminate called" not in err
+    names = sorted(p.name for p in (tmp_path / "o" / "img-samples").glob("*.png"))
+    assert names == ["000001.1.png"]  # no partial picture of the cancelled line, and line 3 never ran

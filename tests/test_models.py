@@ -32,12 +32,12 @@ def write_config(tmp_path: Path, extra: str) -> Path:
 @pytest.mark.parametrize(
     "extra, key, message_has, hint_has",
     [
-        ("steps: ten", "key steps", "expects a whole number, got 'ten'", "allowed: between 1 and 1000"),
-        ("steps: 0", "key steps", "must be between 1 and 1000, got 0", "allowed: between 1 and 1000"),
-        ("sampler: foo", "key sampler", "unknown sampler 'foo'", "allowed: one of k_lms, k_euler,"),
-        ("cfg_scale: 99", "key cfg_scale", "must be between 0 and 50, got 99", "allowed: between 0 and 50"),
-        ("width: 100", "key width", "must be a multiple of 8, got 100", "e.g. 512"),
-        ("cfg: 7", "unknown key 'cfg'", "unknown key 'cfg'", "cfg_scale"),
+        ("steps: ten", "models.mine.steps", "expects a whole number, got 'ten'", "allowed: between 1 and 1000"),
+        ("steps: 0", "models.mine.steps", "must be between 1 and 1000, got 0", "allowed: between 1 and 1000"),
+        ("sampler: foo", "models.mine.sampler", "unknown sampler 'foo'", "allowed: one of k_lms, k_euler,"),
+        ("cfg_scale: 99", "models.mine.cfg_scale", "must be between 0 and 50, got 99", "allowed: between 0 and 50"),
+        ("width: 100", "models.mine.width", "100 is not a multiple of 8", "use 96 or 104"),
+        ("cfg: 7", "models.mine.cfg", "unknown key", "cfg_scale"),
     ],
 )
 def test_a_bad_value_names_file_model_key_and_range(tmp_path, extra, key, message_has, hint_has):
@@ -45,7 +45,7 @@ def test_a_bad_value_names_file_model_key_and_range(tmp_path, extra, key, messag
     with pytest.raises(UsageError) as err:
         load_registry(path)
     message = err.value.message
-    assert message.startswith(f"{path}, model 'mine'")
+    assert message.startswith(f"{path} line 5: {key}: ")
     assert key in message and message_has in message
     assert hint_has in (err.value.hint or "")
 
@@ -71,7 +71,7 @@ def test_console_script_starts_on_the_embedded_model_when_the_config_is_bad(tmp_
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert proc.returncode == 0, proc.stderr
-    assert f"error: {bad}, model 'mine', key steps: -s/--steps expects a whole number, got 'ten'" in proc.stderr
+    assert f"error: {bad} line 5: models.mine.steps: expects a whole number, got 'ten'" in proc.stderr
     assert ">> starting on the embedded model tiny-shapes" in proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     png = tmp_path / "o" / "img-samples" / "000001.3.png"

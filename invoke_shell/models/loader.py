@@ -79,12 +79,8 @@ def load_pipeline(entry: ModelEntry, device: str, dtype: torch.dtype) -> Any:
         raise UsageError(
             f"model {entry.name!r}: {path} does not exist", "put the weights there or fix `path:` in models.yaml"
         )
+    check_weights(entry)
     if entry.is_single_file:
-        if path.suffix in PICKLE_SUFFIXES and not entry.allow_pickle:
-            raise UsageError(
-                f"model {entry.name!r} is a pickle checkpoint ({path.name}), which can run code when loaded",
-                "convert it to .safetensors, or set `allow_pickle: true` on its entry if you trust it",
-            )
         if entry.config is None or not entry.config.exists():
             raise UsageError(
                 f"model {entry.name!r} is a single file and needs a diffusers config folder to load offline",
@@ -98,11 +94,52 @@ def load_pipeline(entry: ModelEntry, device: str, dtype: torch.dtype) -> Any:
             safety_checker=None,
             requires_safety_checker=False,
         )
-    else:
+    else:  # use_safetensors=True: without allow_pickle, never fall back to a .bin beside them
         pipe = StableDiffusionPipeline.from_pretrained(
-            str(path), local_files_only=True, dtype=dtype, safety_checker=None, requires_safety_checker=False
+            str(path),
+            local_files_only=True,
+            dtype=dtype,
+            safety_checker=None,
+            requires_safety_checker=False,
+            use_safetensors=None if entry.allow_pickle else True,
         )
     return pipe.to(device)
+
+
+def check_weights(entry: ModelEntry) -> None:
+    """The one pickle rule: weights that unpickle (a .ckpt/.pt/.bin file, or a diffusers folder
+    whose component holds only .bin) can run code when loaded, so they need `allow_pickle`."""
+    path = entry.path
+    try:
+        if path.is_dir() and not (path / "model_index.json").is_file():
+            raise UsageError(
+                f"model {entry.name!r}: {path} is a folder but not a diffusers model (no model_index.json)",
+                "point `path:` at the model folder, or at a .safetensors file",
+            )
+        if path.is_file() and not entry.is_single_file:
+            raise UsageError(
+                f"model {entry.name!r}: {path.name} is not a weights file",
+                "use a .safetensors (or, with allow_pickle, .ckpt/.pt/.bin) file, or a diffusers folder",
+            )
+        if path.is_file() and path.suffix.lower() == ".safetensors" != path.suffix:
+            raise UsageError(  # diffusers reads only the lower-case suffix as safetensors, the rest unpickles
+                f"model {entry.name!r}: {path.name} must end in lower-case .safetensors to be read as one",
+                f"rename it to {path.stem}.safetensors",
+            )
+        pickled = [path.name] if path.is_file() and path.suffix.lower() in PICKLE_SUFFIXES else []
+        for part in sorted(p for p in path.iterdir() if p.is_dir()) if path.is_dir() else ():
+            files = [f for f in part.iterdir() if f.is_file()]
+            if not any(f.suffix == ".safetensors" for f in files):  # from_pretrained unpickles these
+                pickled += [f"{part.name}/{f.name}" for f in files if f.suffix.lower() in PICKLE_SUFFIXES]
+    except OSError as e:
+        raise UsageError(
+            f"model {entry.name!r}: {path} cannot be read ({e.strerror or e})", "check its permissions"
+        ) from None
+    if pickled and not entry.allow_pickle:
+        raise UsageError(
+            f"model {entry.name!r} holds pickled weights ({', '.join(pickled[:3])}), which can run code when loaded",
+            "convert them to .safetensors, or set `allow_pickle: true` on its entry if you trust them",
+        )
 
 
 def model_hash(path: Path) -> str:

@@ -87,8 +87,8 @@ class Worker(threading.Thread):
         ticket.done.set()
         return ticket
 
-    def drop_all(self) -> None:
-        """Remove every queued line at once (under the lock: none can start in between)."""
+    def drop_all(self) -> int:
+        """Remove every queued line at once (under the lock: none can start in between); how many."""
         with self._lock:
             waiting = [t for t in self._pending if t is not None and isinstance(t.job, Generate)]
             for ticket in waiting:
@@ -96,6 +96,7 @@ class Worker(threading.Thread):
         for ticket in waiting:
             ticket.error = Cancelled(0)
             ticket.done.set()
+        return len(waiting)
 
     def cancel_running(self) -> bool:
         """Stop the image being made; False when no image is being made."""

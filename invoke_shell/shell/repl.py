@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from invoke_shell.errors import Cancelled, UsageError
+from invoke_shell.errors import Cancelled, UsageError, escaped
 from invoke_shell.files.inputs import check_init_path
 from invoke_shell.line.parsing import QUIT, parse_line
 from invoke_shell.line.requests import ShellCommand
@@ -50,8 +50,9 @@ class Shell:
             self.wait(ticket)
 
     def close(self) -> None:
+        """Stop the worker and wait for it: a torch thread still running at exit aborts Python."""
         self.worker.stop()
-        self.worker.join(timeout=60)
+        _uninterrupted(lambda: self.worker.join(timeout=60))
 
     def edit(self, command: str) -> None:
         """Offer `command` for editing: in the next prompt's buffer, or printed when piped."""
@@ -60,14 +61,11 @@ class Shell:
         else:
             self.print(command)
 
-    def replay(self, path: Path) -> None:
-        """Run a file of commands; a bad line is reported with its number and the rest still run."""
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            self.print(f"invoke> {line}    ({path.name}:{number})")
-            if not self.handle(line, where=f"{path.name} line {number}"):
-                return
+    def replay(self, path: Path) -> int:
+        """Run a file of commands; a bad line is reported with its number and the rest still run.
+        Bytes that are not UTF-8 reach the parser as such, which names them."""
+        lines = path.read_bytes().decode("utf-8", "surrogateescape").splitlines()
+        return self.run_lines(lines, source=path.name, known_total=len(lines))
 
     def handle(self, line: str, where: str | None = None) -> bool:
         """Run one line; False when the user asked to leave. `where` prefixes error messages."""
@@ -113,15 +111,19 @@ class Shell:
         """Block until the job is done; Ctrl-C cancels it within one step."""
         if isinstance(ticket.job, Generate) and self.worker.status().state == "loading":
             self.print(">> waiting for the model to finish loading...")
+        interrupted = False
         while True:
             try:
                 ticket.done.wait()
                 break
             except KeyboardInterrupt:
                 ticket.cancel.set()
+                interrupted = True
                 self.print(">> cancelling...")
         if ticket.error is not None:
             self._show_job_error(ticket.error)
+        if interrupted and not self.interactive:
+            raise KeyboardInterrupt  # over a pipe, Ctrl-C stops the whole run, not just this image
         return ticket
 
     def _report_background_error(self, ticket: Ticket, e: BaseException) -> None:
@@ -142,8 +144,17 @@ class Shell:
             while self.worker.busy():
                 time.sleep(0.05)
         except KeyboardInterrupt:
-            self.worker.drop_all()
-            self.worker.cancel_running()
+            dropped = self.worker.drop_all()
+            running = self.worker.cancel_running()
+            self.print(
+                f">> stopping: {dropped} queued line(s) dropped"
+                + (", the running image cancelled (images already made are saved)" if running else "")
+            )
+            _uninterrupted(self._wait_idle)  # a second Ctrl-C must not leave torch running at exit
+
+    def _wait_idle(self) -> None:
+        while self.worker.busy():
+            time.sleep(0.05)
 
     def _show_job_error(self, e: BaseException, raise_bugs: bool = True) -> None:
         if isinstance(e, Cancelled):
@@ -166,23 +177,37 @@ class Shell:
 
     # ---- the loops
 
-    def run_lines(self, lines: Iterable[str], echo: bool = True) -> None:
-        for line in lines:
-            line = line.rstrip("\n")
-            if echo:
-                self.print(f"invoke> {line}")
-            if not self.handle(line):
-                return
+    def run_lines(self, lines: Iterable[str], source: str = "standard input", known_total: int | None = None) -> int:
+        """Run lines from a pipe or a file, in order. The exit status: 0, or 130 when Ctrl-C
+        stopped the run, after saying which lines did not run."""
+        number = 0
+        try:
+            for number, line in enumerate(lines, 1):
+                line = line.rstrip("\r\n")
+                if not line.strip() or line.lstrip().startswith("#"):
+                    continue
+                self.print(f"invoke> {escaped(line)}" + (f"    ({source}:{number})" if known_total else ""))
+                if not self.handle(line, where=f"{source} line {number}" if known_total else None):
+                    return 0
+        except KeyboardInterrupt:
+            rest = (
+                f"lines {number + 1}-{known_total} did not run"
+                if known_total and number < known_total
+                else "the lines after it did not run"
+            )
+            self.print(f">> interrupted at {source} line {number}: {rest}")
+            return 130
+        return 0
 
     def run_interactive(self, history_file: Path | None, **session_options: Any) -> None:
         """The prompt loop. `session_options` (input=, output=) let tests drive a real session."""
         from prompt_toolkit import PromptSession
         from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
-        from prompt_toolkit.history import FileHistory, History, InMemoryHistory
         from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
         from prompt_toolkit.patch_stdout import patch_stdout
 
         from invoke_shell.shell.completion import ShellCompleter
+        from invoke_shell.shell.history import open_history
         from invoke_shell.shell.validator import LineValidator
 
         keys = KeyBindings()
@@ -195,7 +220,7 @@ class Shell:
                 return
             buffer.reset()
 
-        history: History = FileHistory(str(history_file)) if history_file else InMemoryHistory()
+        history = open_history(history_file, self.print)  # memory only, said once, if the file is unusable
         self.prompt_session: PromptSession[str] = PromptSession(
             history=history,
             auto_suggest=AutoSuggestFromHistory(),
@@ -245,6 +270,16 @@ def status_line(model_name: str, status: Any) -> str:
         f" model {status.model or model_name} ({state}) | device {status.device} | last seed {last} | "
         f"queue {len(status.queued)}{running}"
     )
+
+
+def _uninterrupted(wait: Callable[[], None]) -> None:
+    """Run `wait` to the end even through Ctrl-C presses (the worker stops within one block)."""
+    while True:
+        try:
+            wait()
+            return
+        except KeyboardInterrupt:
+            continue
 
 
 def stdin_is_terminal() -> bool:
