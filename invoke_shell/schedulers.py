@@ -70,6 +70,19 @@ def build(name: str, base_config: Mapping[str, Any], seed: int | None = None) ->
     return cls.from_config(dict(base_config), **options)
 
 
+def check_fits(name: str, scheduler: Any, steps: int) -> None:
+    """Refuse a schedule that reaches past the model's last timestep: with Stable Diffusion's
+    "leading" spacing and offset, 1000 steps (999 for some samplers) do, and diffusers then
+    indexes past its tables (IndexError inside DDIM)."""
+    scheduler.set_timesteps(steps, device="cpu")
+    last = int(scheduler.config.num_train_timesteps)
+    if float(scheduler.timesteps.max()) >= last:
+        raise UsageError(
+            f"{name} at {steps} steps reaches timestep {int(scheduler.timesteps.max())}, past this model's {last - 1}",
+            "use fewer steps (20 to 50 is usual; a few hundred at most)",
+        )
+
+
 def steps_run(steps: int, strength: float | None) -> int:
     """How many denoising steps actually run: all for txt2img, int(steps x strength) for img2img
     (diffusers' rule: the tail of the schedule, never more than `steps`)."""
@@ -120,7 +133,7 @@ def plan(name: str, base_config: Mapping[str, Any], steps: int, strength: float 
     import torch
 
     sched = build(name, base_config, seed=0)
-    sched.set_timesteps(steps, device="cpu")
+    check_fits(name, sched, steps)
     timesteps = sched.timesteps
     start = (steps - steps_run(steps, strength)) * sched.order
     sigmas = getattr(sched, "sigmas", None)

@@ -131,7 +131,7 @@ def test_sigint_over_a_pipe_cancels_the_image_says_what_did_not_run_and_exits_13
         tiny_config, tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write("a red circle -s 2 -S 1\na long one -s 1000 -S 2\na third -s 2 -S 3\n")
+    proc.stdin.write("a red circle -s 2 -S 1\na long one -s 500 -S 2\na third -s 2 -S 3\n")
     proc.stdin.flush()
     seen = ""
     while "invoke> a long one" not in seen:  # the second line has started

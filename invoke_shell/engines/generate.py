@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from invoke_shell import schedulers
+from invoke_shell.engines import cost
 from invoke_shell.engines.prompts import PromptEncoder
 from invoke_shell.engines.stop_points import stop_points
 from invoke_shell.engines.tap import StepTap
@@ -63,6 +64,22 @@ class Engine:
         self._img2img_cls = StableDiffusionImg2ImgPipeline
         self.base_scheduler_config: dict[str, Any] = dict(pipe.scheduler.config)
         self.prompts = PromptEncoder(self.txt2img)
+        self._speed: cost.Speed | None = None  # measured the first time a large image is asked for
+
+    @property
+    def native_size(self) -> tuple[int, int]:
+        """The size the UNet was trained at (its sample size in pixels)."""
+        side = int(self.txt2img.unet.config.sample_size) * int(self.txt2img.vae_scale_factor)
+        return side, side
+
+    def cost(self, images: list[tuple[int, int, int]]) -> cost.Cost:
+        """Estimated seconds and peak memory of images given as (width, height, steps run)."""
+        if self._speed is None:
+            self._speed = cost.measure(self.txt2img, *self.native_size)
+        return cost.estimate(self.txt2img, self._speed, images, TILE_ABOVE_PIXELS)
+
+    def free_memory(self) -> int | None:
+        return cost.free_memory(self.device)
 
     @property
     def device(self) -> torch.device:
@@ -98,6 +115,7 @@ class Engine:
             )
         # 2. a fresh scheduler and a pipeline view over the shared components
         scheduler = schedulers.build(req.sampler, self.base_scheduler_config, seed)
+        schedulers.check_fits(req.sampler, scheduler, schedule)
         if init_image is None:
             pipe = type(self.txt2img).from_pipe(self.txt2img, scheduler=scheduler)
             inputs: dict[str, Any] = {"height": req.height, "width": req.width}
