@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from invoke_shell.errors import UsageError
@@ -33,6 +35,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("~/.invoke_history").expanduser(),
         help="line history file (default: ~/.invoke_history)",
     )
+    p.add_argument(
+        "--max_seconds",
+        type=float,
+        default=1800,
+        metavar="S",
+        help="refuse a line estimated to take longer than S seconds (default 1800; images over 4x the "
+        "model's native size are estimated)",
+    )
+    p.add_argument(
+        "--max_memory",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="refuse a line estimated to need more memory at its peak (default: what the device has free)",
+    )
     p.add_argument("--verbose", action="store_true", help="also show library warnings and logs on screen")
     return p
 
@@ -48,9 +65,11 @@ def quiet_environment() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from invoke_shell.files.outputs import prepare_outdir, samples_dir
     from invoke_shell.logs import route_logs
     from invoke_shell.models.loader import load_model
     from invoke_shell.models.registry import Registry, builtin_registry, load_registry
+    from invoke_shell.session.limits import Limits
     from invoke_shell.session.session import ModelSession
     from invoke_shell.shell.repl import Shell, stdin_is_terminal
 
@@ -67,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
             registry = builtin_registry()
             print(f">> starting on the embedded model {registry.default}", file=sys.stderr)
         entry = registry.get(args.model)
+        args.outdir = args.outdir.expanduser()
+        # before the log file is opened there: nothing could be saved, so say so and stop
+        if prepare_outdir(args.outdir):
+            print(f">> writing to {samples_dir(args.outdir).resolve()} (a new folder)", file=sys.stderr)
     except UsageError as e:
         print(e.show(), file=sys.stderr)
         return 2
@@ -76,22 +99,32 @@ def main(argv: list[str] | None = None) -> int:
     def say(text: str) -> None:
         print(text)
 
-    session = ModelSession(registry, lambda e: load_model(e, args.device, args.precision), args.outdir, say)
+    limits = Limits(max_seconds=args.max_seconds, max_memory=args.max_memory)
+    session = ModelSession(registry, lambda e: load_model(e, args.device, args.precision), args.outdir, say, limits)
     shell = Shell(registry, entry, session, printer=say)
     if interactive:
         print(f"invoke-shell: model {entry.name} is loading; type !help for switches, q to quit (logs: {log_path})")
-    shell.load_first_model(wait=not interactive)
+    status = 0
     try:
+        shell.load_first_model(wait=not interactive)
         if args.from_file:
-            shell.replay(args.from_file)
+            status = shell.replay(args.from_file)
         elif interactive:
             shell.run_interactive(args.history)
         else:
-            shell.run_lines(sys.stdin)
-    except KeyboardInterrupt:
-        pass
-    shell.close()
-    return 0
+            status = shell.run_lines(_stdin_lines())
+    except KeyboardInterrupt:  # before the loop began (e.g. during the launch load)
+        print(">> interrupted before the first line ran", file=sys.stderr)
+        status = 130
+    finally:
+        shell.close()
+    return status
+
+
+def _stdin_lines() -> Iterable[str]:
+    """Standard input as text; bytes that are not UTF-8 reach the parser, which names them."""
+    raw = getattr(sys.stdin, "buffer", None)
+    return sys.stdin if raw is None else io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,34 @@ log = logging.getLogger("invoke_shell")
 _OURS = "invoke_shell_handler"  # marks the root handlers this module added
 
 
+class _LogFile(logging.FileHandler):
+    """The log file. When it cannot be written (a full disk, a folder gone read-only, a path that is a folder or a symbolic link)
+    that is said once on stderr and logging to it stops, instead of a "--- Logging error ---"
+    traceback on the screen for every record."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, encoding="utf-8", delay=True)
+        self.broken = path.is_symlink() or path.is_dir()
+        if self.broken:
+            print(f">> log file {path} is a folder or a symbolic link; nothing is logged to it", file=sys.stderr)
+            return
+        try:
+            self.stream = self._open()
+        except OSError as e:
+            self.broken = True
+            print(f">> log file {path} cannot be written ({e.strerror}); nothing is logged to it", file=sys.stderr)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.broken:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        if not self.broken:
+            self.broken = True
+            why = sys.exc_info()[1]
+            print(f">> log file {self.baseFilename} cannot be written ({why}); logging to it stops", file=sys.stderr)
+
+
 def route_logs(outdir: Path, verbose: bool) -> Path:
     """Records of every logger to <outdir>/invoke_shell.log (and stderr with --verbose).
     Calling it again replaces the handlers it added before instead of stacking more."""
@@ -22,7 +50,7 @@ def route_logs(outdir: Path, verbose: bool) -> Path:
         root.removeHandler(old)
         old.close()
     root.setLevel(logging.INFO)
-    handlers: list[logging.Handler] = [logging.FileHandler(path, encoding="utf-8")]
+    handlers: list[logging.Handler] = [_LogFile(path)]
     if verbose:
         handlers.append(logging.StreamHandler(sys.stderr))
     for handler in handlers:

@@ -102,7 +102,6 @@ def test_every_generated_line_gives_a_request_or_one_short_message(line):
         ("a cat -C ,", "-C/--cfg_scale has an empty item in its comma list ','", "values go between single commas"),
         ("a cat —s 5", "'—s' starts with a typographic dash (em dash), not '-'", "write -s"),
         ("a cat ––steps 5", "'––steps' starts with a typographic dash (en dash), not '-'", "write --steps"),
-        ("a cat -s 3 -s 9", "-s/--steps is given twice", "-s 10,20"),
         ("a \x1b[2J cat", "the line holds a control character '\\x1b' at column 3", "without it"),
         ("a cat\x00 -s 5", "the line holds a control character '\\x00' at column 6", "without it"),
         ("a b\udcff c", "the line is not valid UTF-8 (byte 0xff at column 4)", "UTF-8"),
@@ -131,3 +130,10 @@ def test_a_dash_that_is_prose_stays_in_the_prompt():
     line = parse_line("a cat — a dog –– a bird -s 5", DEFAULTS)
     assert line.prompt == "a cat — a dog –– a bird" and line.steps == 5
     assert parse_line("a cat\twith a tab -s 5", DEFAULTS).prompt == "a cat with a tab"
+
+
+def test_a_switch_given_twice_takes_the_last_value_and_says_so():
+    notes: list[str] = []
+    line = parse_line("a cat -s 3 -C 4 -s 9", DEFAULTS, notes)
+    assert line.steps == 9 and line.cfg_scale == 4
+    assert notes == ["-s/--steps is given twice: the last one is used"]

@@ -239,7 +239,7 @@ def test_lines_queue_while_an_image_is_made_and_can_be_cancelled(make_shell, tmp
     out = tmp_path / "out" / "img-samples"
     live = LiveSession(shell)
     live.wait_for(lambda: shell.worker.status().state == "ready")
-    live.type("slow one -s 1000 -S 1\r")
+    live.type("slow one -s 500 -S 1\r")
     live.wait_for(lambda: shell.worker.status().progress is not None)
     live.type("second -s 2 -S 2\r")
     live.type("third -s 2 -S 3\r")

@@ -17,12 +17,12 @@ SMALL = ImageRequest("x", 1, 7.5, "k_lms", 8, 8, seed=42)
 
 def test_numbering_continues_and_never_overwrites(tmp_path):
     img = Image.new("RGB", (8, 8), (255, 0, 0))
-    a = outputs.write_image(tmp_path, SMALL, img, MODEL, 1, 1)
-    b = outputs.write_image(tmp_path, SMALL, img, MODEL, 1, 1)
+    a, _ = outputs.write_image(tmp_path, SMALL, img, MODEL, 1, 1)
+    b, _ = outputs.write_image(tmp_path, SMALL, img, MODEL, 1, 1)
     assert (a.name, b.name) == ("000001.42.png", "000002.42.png")
     # a file from an earlier session, with a gap: numbering continues after the highest
     (tmp_path / "img-samples" / "000007.5.png").write_bytes(b"keep me")
-    c = outputs.write_sheet(tmp_path, 9, img, '"x" -n 2 -g', ".grid")
+    c, _ = outputs.write_sheet(tmp_path, 9, img, '"x" -n 2 -g', ".grid")
     assert c.name == "000008.9.grid.png"
     assert (tmp_path / "img-samples" / "000007.5.png").read_bytes() == b"keep me"
 
@@ -31,7 +31,7 @@ def test_three_chunks_round_trip(tmp_path):
     req = ImageRequest(
         "a red circle [blurry]", 10, 7.5, "dpmpp_2m_karras", 64, 64, seed=42, init_img="in.png", strength=0.7
     )
-    path = outputs.write_image(tmp_path, req, Image.new("RGB", (64, 64)), MODEL, 7, 10)
+    path, _ = outputs.write_image(tmp_path, req, Image.new("RGB", (64, 64)), MODEL, 7, 10)
     text = Image.open(path).text
     assert text["Dream"] == '"a red circle [blurry]" -s 10 -S 42 -W 64 -H 64 -C 7.5 -A dpmpp_2m_karras -I in.png -f 0.7'
     line = parse_line(text["Dream"], DEFAULTS)

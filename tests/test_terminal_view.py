@@ -37,7 +37,7 @@ def test_preview_fills_the_toolbar_while_the_image_is_made(make_shell):
     import time
 
     shell = make_shell()
-    run = threading.Thread(target=shell.handle, args=("a red circle -S 2 -s 1000 --preview",))
+    run = threading.Thread(target=shell.handle, args=("a red circle -S 2 -s 500 --preview",))
     run.start()
     end = time.time() + 60
     while not isinstance(shell.toolbar(), list):  # the picture appears after the first step

@@ -1,37 +1,47 @@
 """Reading the command back out of a PNG: this shell's and InvokeAI's `Dream`, InvokeAI's
 `sd-metadata` JSON, or AUTOMATIC1111's `parameters` text.
 
-Whatever the source, the values go through the switch table's converters into a LineRequest,
-and the command is written by the one formatter, so what `!fetch` puts at the prompt is
-always a line the parser reads back to the same request.
+A PNG is foreign input. A `Dream` command goes through the parser itself; every value of the
+other two through its switch's converter, refusing the file when one does not fit, so no value
+can carry another switch. The command is written by the one formatter and read back by the
+parser, so what `!fetch` puts at the prompt is always a line the parser accepts. Nothing read
+from a file is printed unescaped.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import PngImagePlugin
 
 from invoke_shell.errors import UsageError
+from invoke_shell.files.inputs import BROKEN, failure, open_image, printable
 from invoke_shell.line.parsing import build_line, convert, format_request, parse_line
 from invoke_shell.line.requests import LineRequest
-from invoke_shell.line.switches import BY_NAME
+from invoke_shell.line.switches import BY_NAME, SWITCHES
 from invoke_shell.schedulers import A1111_TO_SAMPLER, SAMPLERS
 
-# AUTOMATIC1111's own pattern for `key: value` pairs on the settings line
-_A1111_PARAM = re.compile(r'\s*([\w ]+):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
+KEYS = ("Dream", "sd-metadata", "parameters")
+MAX_CHUNK = 64 * 1024  # characters: real metadata is a few KB; more is damage or an attack
+NOTES = 12  # notes shown at most: a settings line can name thousands of keys
+LISTED = 300  # characters of a command shown in a listing; !fetch of one file gives it whole
+# AUTOMATIC1111's pattern for `key: value` pairs on the settings line, anchored at a comma and with
+# a key starting with a letter, so that it runs in linear time (its own takes minutes on 64 KB of spaces)
+_A1111_PARAM = re.compile(r'(?:^|(?<=,))\s*(\w[\w ]*):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
+_REDO = "the file was damaged or edited: type the command yourself"
 
 
 @dataclass
 class Fetched:
     request: LineRequest
     source: str  # which chunk it came from
-    notes: list[str] = field(default_factory=list)  # what had no equivalent
+    notes: list[str] = field(default_factory=list)  # what had no equivalent, printable
 
     @property
     def command(self) -> str:
@@ -39,83 +49,193 @@ class Fetched:
 
 
 def read_chunks(path: Path) -> dict[str, str]:
+    """The metadata chunks, compressed ones (zTXt, compressed iTXt) too: Pillow inflates each only
+    up to PngImagePlugin.MAX_TEXT_CHUNK (1 MB), so a compressed bomb is refused there."""
+    name = printable(str(path))
     try:
-        with Image.open(path) as im:
-            return dict(getattr(im, "text", {}) or {})
-    except (UnidentifiedImageError, OSError):
-        raise UsageError(f"{path} is not an image Pillow can read", "give a PNG written by a generator") from None
+        with open_image(path) as im:
+            text = im.info  # the chunks before the pixels, read with the header
+            if not any(k in text for k in KEYS) and isinstance(im, PngImagePlugin.PngImageFile):
+                text = im.text  # chunks after the pixels are found only by decoding them
+            chunks = {k: text[k] for k in KEYS if isinstance(text.get(k), str)}
+    except BROKEN as e:
+        raise failure(e, path, name) from None
+    for key, value in chunks.items():
+        if len(value) > MAX_CHUNK:
+            raise UsageError(
+                f"{name}: its {key} chunk is {len(value):,} characters, more than the {MAX_CHUNK:,} metadata takes",
+                _REDO,
+            )
+    return chunks
 
 
 def fetch(path: Path, model_defaults: Mapping[str, Any]) -> Fetched:
+    """The command stored in `path`; a UsageError naming the file when there is none to trust."""
+    name = printable(str(path))
     chunks = read_chunks(path)
-    problem = None
-    if chunks.get("Dream"):
+    refused = ""
+    for key, read in (("Dream", _from_dream), ("sd-metadata", from_invokeai_json), ("parameters", from_a1111)):
+        if not chunks.get(key):
+            continue
         try:
-            line = parse_line(chunks["Dream"], model_defaults)
+            got = _checked(read(chunks[key], model_defaults), model_defaults)
         except UsageError as e:
-            problem = f"its Dream command does not parse here ({e.message})"
-        else:
-            if isinstance(line, LineRequest):
-                return Fetched(line, "Dream")
-            problem = "its Dream chunk holds no prompt"
-    if chunks.get("sd-metadata"):
-        return from_invokeai_json(chunks["sd-metadata"], model_defaults)
-    if chunks.get("parameters"):
-        return from_a1111(chunks["parameters"], model_defaults)
-    if problem:
-        raise UsageError(f"{path}: {problem}", "type the command yourself")
+            if key != "Dream":
+                raise UsageError(f"{name}: {printable(e.message, 300)}", e.hint) from None
+            refused = printable(e.message, 200)
+            continue
+        if refused:
+            got.notes.insert(0, f"{refused}; the command is from {key} instead")
+        return got
+    if refused:
+        raise UsageError(f"{name}: {refused}", _REDO)
     raise UsageError(
-        f"{path} carries no generation metadata (no Dream, sd-metadata or parameters chunk)",
+        f"{name} carries no generation metadata (no Dream, sd-metadata or parameters chunk)",
         "it was not written by invoke-shell, InvokeAI or AUTOMATIC1111, or its text chunks were stripped",
     )
 
 
+def listing(paths: Iterable[Path], model_defaults: Mapping[str, Any]) -> Iterator[str]:
+    """One line per file of a folder or glob: its command, or the one message why there is none."""
+    for path in paths:
+        try:
+            yield f"{printable(str(path))}: {printable(fetch(path, model_defaults).command, LISTED)}"
+        except UsageError as e:
+            yield e.message
+
+
+def _checked(got: Fetched, model_defaults: Mapping[str, Any]) -> Fetched:
+    """The command as the parser reads it back, so it holds nothing the parser would refuse;
+    control characters never reach the prompt buffer."""
+    command = got.command
+    _no_controls(command, got.source)
+    if got.request.seed is not None and got.request.seed < 0:  # -S -1 here recalls an image of this session
+        raise UsageError(
+            f"its {got.source} chunk has seed {got.request.seed}, not a seed an image was made with", _REDO
+        )
+    try:
+        line = parse_line(command, model_defaults)
+    except UsageError as e:
+        raise UsageError(f"its {got.source} chunk does not make a command: {e.message}", _REDO) from None
+    if not isinstance(line, LineRequest):  # cannot happen: format_request writes a prompt first
+        raise UsageError(f"its {got.source} chunk does not make a command", _REDO)
+    notes = [printable(n, 200) for n in got.notes[:NOTES]]
+    if len(got.notes) > NOTES:
+        notes.append(f"and {len(got.notes) - NOTES:,} more settings with no equivalent here")
+    return Fetched(line, got.source, notes)
+
+
+def _no_controls(text: str, source: str) -> None:
+    bad = next((c for c in text if unicodedata.category(c) in ("Cc", "Cs")), None)
+    if bad is not None:
+        raise UsageError(f"its {source} chunk holds a control character {bad!r}", _REDO)
+
+
+def _from_dream(text: str, model_defaults: Mapping[str, Any]) -> Fetched:
+    try:
+        line = parse_line(text, model_defaults)
+    except UsageError as e:
+        raise UsageError(f"its Dream command does not parse here: {e.message}", _REDO) from None
+    if not isinstance(line, LineRequest):
+        raise UsageError("its Dream command is not a generation command", _REDO)
+    # a PNG records one image: switches of a whole line (-o, -n, sweeps ...) are left out, so a
+    # file cannot choose where the next images go
+    extra = {sw.name: sw.default for sw in SWITCHES if sw.scope == "line" and getattr(line, sw.name) != sw.default}
+    notes = [f"its Dream command also sets {BY_NAME[n].shown}; left out (a PNG records one image)" for n in extra]
+    if line.sweep:
+        swept = ", ".join(BY_NAME[n].shown for n, _ in line.sweep)
+        notes.append(f"its Dream command sweeps {swept}; only the first value is kept")
+    return Fetched(line.with_(**extra, sweep=()), "Dream", notes)
+
+
 def _request(
-    prompt: str, negative: str, raw: dict[str, Any], model_defaults: Mapping[str, Any], source: str, notes: list[str]
+    prompt: str,
+    negative: str,
+    raw: dict[str, tuple[str, Any]],
+    model_defaults: Mapping[str, Any],
+    source: str,
+    notes: list[str],
 ) -> Fetched:
-    """Convert each foreign value as if typed; one that does not fit is left out with a note."""
+    """Convert each foreign value (`switch name: (its key in the file, value)`) as if typed; one
+    that does not fit refuses the file, naming its key."""
     values = {}
-    for name, value in raw.items():
+    for name, (key, value) in raw.items():
         if value is None or value == "" or value == []:
             continue
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise UsageError(f"its {source} {key} is not a value: {printable(repr(value), 40)}", _REDO)
         try:
             values[name] = convert(BY_NAME[name], str(value))
         except UsageError as e:
-            notes.append(f"{e.message}; left out")
+            raise UsageError(f"its {source} {key} is unusable: {e.message}", _REDO) from None
     text = prompt + (f" [{negative}]" if negative else "")
-    return Fetched(build_line(text, values, model_defaults), source, notes)
+    _no_controls(" ".join(text.split()), source)  # before the parser's checks: the clearer message
+    try:
+        line = build_line(text, values, model_defaults)
+    except UsageError as e:
+        raise UsageError(f"its {source} chunk does not make a command: {e.message}", _REDO) from None
+    return Fetched(line, source, notes)
+
+
+def _text(value: Any, what: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise UsageError(f"its sd-metadata {what} is not text: {printable(repr(value), 40)}", _REDO)
+    return value
+
+
+def _prompt(value: Any) -> str:
+    """InvokeAI's prompt: text, or a list of {prompt, weight} blended as `text:weight`."""
+    if not isinstance(value, list):
+        return _text(value, "prompt")
+    parts = []
+    for p in value:
+        weight = p.get("weight", 1) if isinstance(p, dict) else None
+        if not isinstance(p, dict) or isinstance(weight, bool) or not isinstance(weight, int | float):
+            raise UsageError(f"its sd-metadata prompt list holds {printable(repr(p), 40)}", _REDO)
+        text = _text(p.get("prompt"), "prompt")
+        parts.append(text if weight == 1 else f"{text}:{weight}")
+    return " ".join(parts)
+
+
+def _variations(value: Any) -> str | None:
+    """seed:weight pairs from numbers only, so no text of the file enters the chain."""
+    if not value:
+        return None
+    pairs = []
+    for v in value if isinstance(value, list) else [value]:
+        seed, weight = (v.get("seed"), v.get("weight")) if isinstance(v, dict) else (None, None)
+        numbers = isinstance(seed, int) and isinstance(weight, int | float)
+        if not numbers or isinstance(seed, bool) or isinstance(weight, bool):
+            raise UsageError(f"its sd-metadata variations hold {printable(repr(v), 40)}", _REDO)
+        pairs.append(f"{seed}:{weight}")
+    return ",".join(pairs)
 
 
 def from_invokeai_json(raw: str, model_defaults: Mapping[str, Any]) -> Fetched:
     try:
         meta = json.loads(raw)
-        image = meta["image"]
-    except (ValueError, KeyError, TypeError):
-        raise UsageError("the sd-metadata chunk is not InvokeAI JSON", "the file may be damaged") from None
-    prompts = image.get("prompt")
-    if isinstance(prompts, list):
-        prompt = " ".join(p["prompt"] if p.get("weight", 1) == 1 else f"{p['prompt']}:{p['weight']}" for p in prompts)
-    else:
-        prompt = str(prompts or "")
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
+        raise UsageError("its sd-metadata chunk is not JSON", _REDO) from None
+    image = meta.get("image") if isinstance(meta, dict) else None
+    if not isinstance(image, dict):
+        raise UsageError("its sd-metadata chunk is JSON but not InvokeAI's (no image record)", _REDO)
     notes: list[str] = []
-    sampler = image.get("sampler")
+    sampler = _text(image.get("sampler"), "sampler")
     if sampler and sampler not in SAMPLERS:
-        notes.append(f"sampler {sampler} has no equivalent here; left out")
-        sampler = None
-    values = {
-        "steps": image.get("steps"),
-        "seed": image.get("seed"),
-        "width": image.get("width"),
-        "height": image.get("height"),
-        "cfg_scale": image.get("cfg_scale"),
-        "sampler": sampler,
+        notes.append(f"sampler {printable(sampler, 40)} has no equivalent here; left out")
+        sampler = ""
+    values: dict[str, tuple[str, Any]] = {
+        name: (name, image.get(name)) for name in ("steps", "seed", "width", "height", "cfg_scale")
     }
+    values["sampler"] = ("sampler", sampler)
     if image.get("type") == "img2img" or image.get("init_image_path"):
-        values.update(init_img=image.get("init_image_path"), strength=image.get("strength"))
-    variations = image.get("variations") or []
-    if variations:
-        values["with_variations"] = ",".join(f"{v['seed']}:{v['weight']}" for v in variations)
-    return _request(prompt, str(image.get("negative_prompt") or ""), values, model_defaults, "sd-metadata", notes)
+        values["init_img"] = ("init_image_path", image.get("init_image_path"))
+        values["strength"] = ("strength", image.get("strength"))
+    values["with_variations"] = ("variations", _variations(image.get("variations")))
+    negative = _text(image.get("negative_prompt"), "negative_prompt")
+    return _request(_prompt(image.get("prompt")), negative, values, model_defaults, "sd-metadata", notes)
 
 
 def from_a1111(raw: str, model_defaults: Mapping[str, Any]) -> Fetched:
@@ -144,17 +264,17 @@ def from_a1111(raw: str, model_defaults: Mapping[str, Any]) -> Fetched:
     width = height = None
     if "Size" in params:
         width, _, height = params.pop("Size").partition("x")
-    values = {
-        "steps": params.pop("Steps", None),
-        "seed": params.pop("Seed", None),
-        "width": width,
-        "height": height,
-        "cfg_scale": params.pop("CFG scale", None),
-        "sampler": sampler,
+    values: dict[str, tuple[str, Any]] = {
+        "steps": ("Steps", params.pop("Steps", None)),
+        "seed": ("Seed", params.pop("Seed", None)),
+        "width": ("Size", width),
+        "height": ("Size", height),
+        "cfg_scale": ("CFG scale", params.pop("CFG scale", None)),
+        "sampler": ("Sampler", sampler),
     }
     strength = params.pop("Denoising strength", None)
     if strength is not None:
-        values["strength"] = strength
+        values["strength"] = ("Denoising strength", strength)
         notes.append("Denoising strength given but no init image path: add -I PATH")
     params.pop("Model hash", None)
     if "Model" in params:

@@ -33,8 +33,11 @@ MAX_IMAGES = int(BY_LONG["iterations"].high or 1000)  # -n's cap holds for sweep
 MAX_PROMPT = 2000  # characters; the model reads about 75 words per chunk, so more is a paste gone wrong
 
 
-def parse_line(line: str, model_defaults: Mapping[str, Any]) -> LineRequest | ShellCommand | None:
-    """Parse one line. `model_defaults` fills what the line leaves out (the model's entry)."""
+def parse_line(
+    line: str, model_defaults: Mapping[str, Any], notes: list[str] | None = None
+) -> LineRequest | ShellCommand | None:
+    """Parse one line. `model_defaults` fills what the line leaves out (the model's entry).
+    `notes` collects what the user should hear about an accepted line (a switch given twice)."""
     line = line.strip()
     _check_characters(line)
     if not line or line.startswith("#"):
@@ -51,7 +54,7 @@ def parse_line(line: str, model_defaults: Mapping[str, Any]) -> LineRequest | Sh
             f"the prompt is {len(prompt):,} characters; the longest this shell takes is {MAX_PROMPT:,}",
             "shorten it: the model reads about 75 words at a time",
         )
-    return build_line(prompt, parse_switches(rest), model_defaults)
+    return build_line(prompt, parse_switches(rest, notes), model_defaults)
 
 
 def _check_characters(line: str) -> None:
@@ -157,8 +160,10 @@ def _split_prompt(line: str) -> tuple[str, str]:
     return line[: m.start(1)], line[m.start(1) :]
 
 
-def parse_switches(text: str) -> dict[str, Any]:
-    """Switches alone (also for ! commands that take some), checked against the table."""
+def parse_switches(text: str, notes: list[str] | None = None) -> dict[str, Any]:
+    """Switches alone (also for ! commands that take some), checked against the table. A switch
+    given twice takes its last value, as when a recalled command gets " -C 3" appended, and a
+    note in `notes` says so."""
     try:
         tokens = shlex.split(text)
     except ValueError:
@@ -181,13 +186,9 @@ def parse_switches(text: str) -> dict[str, Any]:
                 raise UsageError(f"{sw.shown} needs a value", sw.usage())
             glued = tokens[i]
             i += 1
-        if sw.name in values:
-            raise UsageError(
-                f"{sw.shown} is given twice",
-                f"keep one; for one image per value write a comma list, e.g. {sw.flag} 10,20"
-                if sw.sweep
-                else f"keep one {sw.flag}",
-            )
+        earlier = values.pop(sw.name, None)
+        if earlier is not None and notes is not None:
+            notes.append(f"{sw.shown} is given twice: the last one is used")
         if sw.sweep and "," in glued:
             parts = [part.strip() for part in glued.split(",")]
             if not all(parts):

@@ -18,15 +18,18 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from invoke_shell.errors import UsageError
 from invoke_shell.files import outputs
+from invoke_shell.files.metadata import ModelInfo
 from invoke_shell.line.parsing import format_request
 from invoke_shell.line.requests import ImageRequest, LineRequest, expand
 from invoke_shell.logs import log
 from invoke_shell.models.registry import ModelEntry, Registry
+from invoke_shell.session.limits import Limits, check_cost, out_of_memory
 from invoke_shell.session.status import Made, State, Status
 
 if TYPE_CHECKING:
@@ -38,9 +41,29 @@ if TYPE_CHECKING:
 Loader = Callable[[ModelEntry], "LoadedModel"]
 
 
+@dataclass(frozen=True)
+class Picture:
+    """The last image made, kept in memory so that `!save` can write it even when its own file
+    could not be written (full disk, folder gone read-only)."""
+
+    request: ImageRequest
+    image: Image.Image
+    model: ModelInfo
+    steps_run: int
+    schedule_steps: int
+    seconds: float
+    path: Path | None  # None: not on disk
+
+
+_KEPT = "the picture is kept in memory: !save PATH writes it to another file or folder"
+
+
 class ModelSession:
-    def __init__(self, registry: Registry, load: Loader, outdir: Path, say: Callable[[str], None]) -> None:
+    def __init__(
+        self, registry: Registry, load: Loader, outdir: Path, say: Callable[[str], None], limits: Limits | None = None
+    ) -> None:
         self.registry = registry
+        self.limits = limits or Limits()  # refuse lines that would run too long or exhaust memory
         self.outdir = outdir
         self.say = say
         self._load = load
@@ -48,6 +71,7 @@ class ModelSession:
         self._load_error: BaseException | None = None
         self._loading = False
         self._made: list[Made] = []
+        self._last: Picture | None = None
         self._progress: tuple[int, int] | None = None
         self._preview: Image.Image | None = None
         self._lock = threading.Lock()
@@ -109,7 +133,7 @@ class ModelSession:
     def run_line(self, line: LineRequest, cancel: threading.Event, quiet: bool = False) -> list[Path]:
         """Make every image of one line; return the files written."""
         model = self.model()
-        outdir = Path(line.outdir) if line.outdir else self.outdir
+        outdir = self._prepare_outdir(line.outdir)
         init_path = self._resolve_init(line.init_img)
         first_seed = self._resolve_seed(line.seed)
         init = None
@@ -121,16 +145,24 @@ class ModelSession:
                 self.say(f">> {note}")
         self._announce(line, init_path is not None)
         requests = expand(line, first_seed, init_path, new_seed=lambda: secrets.randbelow(2**32))
+        check_cost(model.engine, requests, self.limits, self.say)
         pending: list[Future[list[Path]]] = []
         images, written = [], []
         try:
-            for req in requests:
-                image, path = self._make_one(model, line, req, init, outdir, cancel, pending, quiet)
+            for i, req in enumerate(requests, 1):
+                try:
+                    image, path = self._make_one(model, line, req, init, outdir, cancel, pending, quiet)
+                except outputs.WriteError as e:  # the next images could not be saved either: stop
+                    left = f"; the line stopped, {len(requests) - i} of its {len(requests)} images not made"
+                    raise UsageError(e.message + (left if i < len(requests) else ""), _KEPT) from None
                 images.append(image)
                 written.append(path)
         finally:
             for f in pending:  # intermediates of every image are on disk before the line ends
-                f.result()
+                try:
+                    f.result()
+                except outputs.WriteError as e:  # the images are saved; only their steps are missing
+                    self.say(e.show())
             with self._lock:
                 self._progress = self._preview = None
         command = format_request(line.with_(seed=first_seed, init_img=init_path))
@@ -145,19 +177,53 @@ class ModelSession:
                 [_label(rows[0], v) for v in rows[1]] if rows else (),
                 min_tile=128,
             )
-            path = outputs.write_sheet(outdir, first_seed, sheet, command, ".sweep")
+            path = self._write_sheet(outdir, first_seed, sheet, command, ".sweep")
             self.say(f"{path}  sweep sheet of {len(images)} images")
             written.append(path)
         elif line.grid and len(images) > 1:
             from invoke_shell.files.sheets import grid
 
-            path = outputs.write_sheet(outdir, first_seed, grid(images), command, ".grid")
+            path = self._write_sheet(outdir, first_seed, grid(images), command, ".grid")
             self.say(f"{path}  grid of {len(images)} images")
             written.append(path)
         return written
 
+    def save_last(self, target: Path) -> None:
+        """!save: the last image made this session, with its metadata, to a file or into a folder."""
+        last = self._last
+        if last is None:
+            raise UsageError("no image has been made this session", "make one first; !save writes the last one")
+        path = outputs.save_copy(target, last.request, last.image, last.model, last.steps_run, last.schedule_steps)
+        if last.path is None:  # it was never on disk: from now on -I -1, !history and !show see this copy
+            self._last = replace(last, path=path)
+            with self._lock:
+                self._made.append(Made(last.request, path, last.steps_run, last.seconds))
+        self.say(f">> saved {path}")
+
     def close(self) -> None:
         self._writer.shutdown(wait=True)
+
+    # ---- the files of a line
+
+    def _prepare_outdir(self, given: str | None) -> Path:
+        """The line's folder (-o, relative to the current folder like every path typed, `~`
+        expanded), checked before any picture is computed; says where it is when it is new or
+        when `..` took it out of the folder the user named."""
+        outdir = Path(given).expanduser() if given else self.outdir
+        new = outputs.prepare_outdir(outdir)
+        if new or (given and ".." in Path(given).parts):
+            where = outputs.samples_dir(outdir).resolve()
+            self.say(f">> writing to {where}" + (" (a new folder)" if new else ""))
+        return outdir
+
+    def _write_sheet(self, outdir: Path, seed: int, sheet: Image.Image, command: str, suffix: str) -> Path:
+        try:
+            path, note = outputs.write_sheet(outdir, seed, sheet, command, suffix)
+        except outputs.WriteError as e:
+            raise UsageError(e.message, "the line's images are saved; only the sheet is missing") from None
+        if note:
+            self.say(f">> note: {note}")
+        return path
 
     # ---- the steps of a line
 
@@ -244,11 +310,22 @@ class ModelSession:
 
         try:
             result = model.engine.generate(req, init, on_step=on_step, cancel=cancel)
+        except Exception as e:
+            short = out_of_memory(e, req, str(model.engine.device))
+            if short is None:
+                raise
+            raise short from None
         finally:
             bar.close()
         if result.note:
             self.say(f">> {result.note}")
-        path = outputs.write_image(outdir, req, result.image, model.info, result.steps_run, result.schedule_steps)
+        self._last = Picture(
+            req, result.image, model.info, result.steps_run, result.schedule_steps, result.seconds, path=None
+        )
+        path, note = outputs.write_image(outdir, req, result.image, model.info, result.steps_run, result.schedule_steps)
+        self._last = replace(self._last, path=path)
+        if note:
+            self.say(f">> note: {note}")
         with self._lock:
             self._made.append(Made(req, path, result.steps_run, result.seconds))
         self.say(f"{path}  seed {req.seed}  {result.steps_run} steps  {result.seconds:.2f} s")

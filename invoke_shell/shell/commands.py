@@ -15,7 +15,8 @@ from typing import Protocol
 from PIL import Image
 
 from invoke_shell.errors import UsageError, did_you_mean
-from invoke_shell.files.fetch import fetch
+from invoke_shell.files.fetch import fetch, listing
+from invoke_shell.files.inputs import printable
 from invoke_shell.line.parsing import format_request, parse_switches
 from invoke_shell.line.switches import help_text
 from invoke_shell.models.registry import ModelEntry, Registry
@@ -33,7 +34,7 @@ class Host(Protocol):
     print: Callable[[str], None]
 
     def edit(self, command: str) -> None: ...
-    def replay(self, path: Path) -> None: ...
+    def replay(self, path: Path) -> int: ...
     def switch_model(self, entry: ModelEntry) -> None: ...
     def run_job(self, job: Job, text: str = "") -> Ticket: ...
 
@@ -113,16 +114,13 @@ def _fetch(shell: Host, args: str) -> None:
         pattern = str(target / "*.png") if target.is_dir() else str(target)
         matches = sorted(glob.glob(pattern))
         if not matches:
-            raise UsageError(f"no PNG files match {args}", "check the folder or pattern")
-        for m in matches:
-            try:
-                shell.print(f"{m}: {fetch(Path(m), defaults).command}")
-            except UsageError as e:
-                shell.print(f"{m}: ({e.message.split(': ', 1)[-1]})")
+            raise UsageError(f"no PNG files match {printable(args)}", "check the folder or pattern")
+        for line in listing((Path(m) for m in matches), defaults):
+            shell.print(line)
         shell.print(f">> {len(matches)} file(s); !fetch one of them to edit its command")
         return
     if not target.exists():
-        raise UsageError(f"{args} does not exist", "give the path of a PNG (tab completes paths)")
+        raise UsageError(f"{printable(args)} does not exist", "give the path of a PNG (tab completes paths)")
     got = fetch(target, defaults)
     for note in got.notes:
         shell.print(f">> note: {note}")
@@ -154,6 +152,18 @@ def _schedule(shell: Host, args: str) -> None:
         session.show_schedule(sampler, steps, strength, exact)
 
     shell.run_job(Action(show), "!schedule " + args)
+
+
+def _save(shell: Host, args: str) -> None:
+    path = args[1:-1] if len(args) > 1 and args[0] == args[-1] and args[0] in "\"'" else args  # "a b.png"
+    if not path:
+        raise UsageError("!save needs a file or a folder", "e.g. !save ~/keep/cat.png, or !save ~/keep")
+    target = Path(path).expanduser()
+
+    def save(session: ModelSession) -> None:
+        session.save_last(target)
+
+    shell.run_job(Action(save), "!save " + args)
 
 
 def _queue(shell: Host, args: str) -> None:
@@ -229,6 +239,7 @@ COMMANDS: dict[str, Command] = {
             _schedule,
         ),
         Command("replay", "!replay FILE", "run the commands in FILE (blank lines and # comments skipped)", _replay),
+        Command("save", "!save FILE.png|DIR", "write the last image again, elsewhere (never overwrites a file)", _save),
     )
 }
 

@@ -14,7 +14,7 @@ from invoke_shell.schedulers import SAMPLERS
 from invoke_shell.session.status import Status
 from invoke_shell.shell.commands import COMMANDS
 
-PATH_COMMANDS = {"!fetch", "!replay", "!show"}
+PATH_COMMANDS = {"!fetch", "!replay", "!show", "!save"}
 
 
 class ShellCompleter(Completer):

@@ -72,7 +72,10 @@ class Shell:
         if line.strip() in QUIT:
             return False
         try:
-            parsed = parse_line(line, self.model_entry.defaults)
+            notes: list[str] = []
+            parsed = parse_line(line, self.model_entry.defaults, notes)
+            for note in notes:
+                self.print(f">> {note}")
             if parsed is None:
                 return True
             if isinstance(parsed, ShellCommand):

@@ -1,0 +1,358 @@
+"""Writes that never lose or corrupt a picture: atomic files, numbers unique between shells,
+intermediates folders never reused, no log through a symlink, clear errors on a bad folder or a
+full disk, and `!save` for the picture that could not be written."""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import multiprocessing
+import os
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from invoke_shell.files import metadata, outputs
+from invoke_shell.line.requests import ImageRequest
+
+MODEL = metadata.ModelInfo("tiny-random", "/models/tiny", "0123456789")
+RED = Image.new("RGB", (8, 8), (255, 0, 0))
+WHERE_HINT = "  hint: choose a folder you can write to: -o DIR for a line, --outdir DIR at launch"
+
+
+def req(seed: int) -> ImageRequest:
+    return ImageRequest("x", 1, 7.5, "k_lms", 8, 8, seed=seed)
+
+
+def names(folder: Path) -> list[str]:
+    """Everything in the folder, hidden files too (a leftover .tmp would show here)."""
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def fill_disk_after(monkeypatch: pytest.MonkeyPatch, pngs: int, written: int = 4096) -> None:
+    """The disk fills up after `pngs` more pictures: the next one gets `written` bytes out, then
+    ENOSPC, as a real full disk does (the tester saw 4,096-byte and 0-byte PNGs)."""
+    real_open = builtins.open
+    left = [pngs]
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            self.f.write(data[:written])
+            self.f.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    def fake_open(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        if "x" not in mode:
+            return f
+        left[0] -= 1
+        return f if left[0] >= 0 else Full(f)
+
+    monkeypatch.setattr(outputs, "open", fake_open, raising=False)
+
+
+# ---- atomic files and a full disk
+
+
+@pytest.mark.parametrize("written", [4096, 0])
+def test_a_full_disk_leaves_no_partial_png_and_keeps_the_earlier_ones(tmp_path, monkeypatch, written):
+    first, note = outputs.write_image(tmp_path, req(1), RED, MODEL, 1, 1)
+    assert first.name == "000001.1.png" and note is None
+    fill_disk_after(monkeypatch, 0, written)
+    with pytest.raises(outputs.WriteError) as e:
+        outputs.write_image(tmp_path, req(2), RED, MODEL, 1, 1)
+    folder = tmp_path / "img-samples"
+    assert e.value.show() == (
+        f"error: could not save 000002.2.png in {folder}: the disk is full\n"
+        "  hint: free some space, or write elsewhere: -o DIR for a line"
+    )
+    assert names(folder) == ["000001.1.png", "invoke_log.md"]  # no partial PNG, no temporary file
+    assert Image.open(first).text["Dream"].startswith('"x" -s 1 -S 1')
+    log = (folder / "invoke_log.md").read_text().splitlines()
+    assert len(log) == 1 and "`000001.1.png`" in log[0]
+
+
+def test_save_copy_never_overwrites_and_leaves_nothing_on_a_full_disk(tmp_path, monkeypatch):
+    target = tmp_path / "keep.png"
+    assert outputs.save_copy(target, req(3), RED, MODEL, 1, 1) == target
+    with pytest.raises(outputs.UsageError, match="keep.png already exists; it is never overwritten"):
+        outputs.save_copy(target, req(4), RED, MODEL, 1, 1)
+    assert "-S 3" in Image.open(target).text["Dream"]
+    fill_disk_after(monkeypatch, 0)
+    with pytest.raises(outputs.WriteError, match="could not save .*other.png: the disk is full"):
+        outputs.save_copy(tmp_path / "other.png", req(4), RED, MODEL, 1, 1)
+    assert names(tmp_path) == ["keep.png"]
+
+
+def test_a_plot_is_replaced_whole(tmp_path):
+    outputs.write_plot(tmp_path, "k_lms.10.png", RED)
+    path = outputs.write_plot(tmp_path, "k_lms.10.png", Image.new("RGB", (4, 4)))
+    assert names(path.parent) == ["k_lms.10.png"] and Image.open(path).size == (4, 4)
+
+
+# ---- numbers unique between shells
+
+
+def _write_many(outdir: str, worker: int, count: int, start) -> None:
+    start.wait()  # all three begin together, so their scans of the folder overlap
+    for i in range(count):
+        outputs.write_image(Path(outdir), req(worker * 1000 + i), RED, MODEL, 1, 1)
+
+
+def test_three_shells_writing_at_once_never_share_a_number(tmp_path):
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold torch threads
+    start = ctx.Barrier(3)
+    procs = [ctx.Process(target=_write_many, args=(str(tmp_path), w, 30, start)) for w in (1, 2, 3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    folder = tmp_path / "img-samples"
+    pngs = [n for n in names(folder) if n.endswith(".png")]
+    assert names(folder) == sorted([*pngs, "invoke_log.md"])  # no claim or temporary file left
+    numbers = sorted(int(n[:6]) for n in pngs)
+    assert numbers == list(range(1, 91))  # distinct, and none skipped
+    for n in pngs:
+        with Image.open(folder / n) as im:
+            im.load()  # a whole PNG, not a truncated one
+            assert im.text["Dream"].split("-S ")[1].split()[0] == n.split(".")[1]  # its own seed inside
+    log = (folder / "invoke_log.md").read_text().splitlines()
+    assert len(log) == 90 and all(re.fullmatch(r"\* \S+ `\d{6}\.\d+\.png`: `.*`", line) for line in log)
+    assert sorted(line.split("`")[1] for line in log) == sorted(pngs)
+
+
+def test_a_number_finished_by_another_shell_during_the_scan_is_not_reused(tmp_path, monkeypatch):
+    folder = tmp_path / "img-samples"
+    folder.mkdir()
+    real = outputs.next_number
+
+    def stale(f):  # this shell counted before the other one wrote 000001.9.png
+        n = real(f)
+        (folder / "000001.9.png").write_bytes(b"the other shell's picture")
+        return n
+
+    monkeypatch.setattr(outputs, "next_number", stale)
+    path, _ = outputs.write_image(tmp_path, req(5), RED, MODEL, 1, 1)
+    assert path.name == "000002.5.png"
+    assert (folder / "000001.9.png").read_bytes() == b"the other shell's picture"
+
+
+# ---- intermediates folders
+
+
+def test_a_leftover_intermediates_folder_keeps_its_number(tmp_path):
+    folder = tmp_path / "img-samples"
+    old = folder / "intermediates" / "000003.7"
+    old.mkdir(parents=True)
+    (old / "contact_sheet.png").write_bytes(b"old")
+    (folder / "000001.1.png").write_bytes(b"1")  # 000002 and 000003 were deleted by the user
+    path, _ = outputs.write_image(tmp_path, req(7), RED, MODEL, 1, 1)
+    assert path.name == "000004.7.png"
+    with pytest.raises(outputs.WriteError) as e:
+        outputs.write_intermediates(old, [], lambda s: (RED, None))
+    assert e.value.show() == (
+        f"error: {old} already exists: intermediates are never written into an old folder\n"
+        "  hint: move or delete that folder"
+    )
+    assert names(old) == ["contact_sheet.png"] and (old / "contact_sheet.png").read_bytes() == b"old"
+
+
+# ---- the log
+
+
+def test_the_log_is_never_written_through_a_symlink(tmp_path):
+    folder = tmp_path / "img-samples"
+    folder.mkdir()
+    elsewhere = tmp_path / "important.txt"
+    elsewhere.write_text("keep\n")
+    (folder / "invoke_log.md").symlink_to(elsewhere)
+    path, note = outputs.write_image(tmp_path, req(8), RED, MODEL, 1, 1)
+    assert path.name == "000001.8.png" and Image.open(path).text["Dream"]
+    assert note == (
+        f"000001.8.png is saved, but not listed in invoke_log.md: {folder / 'invoke_log.md'} is a symbolic link; "
+        "the log is not written through it"
+    )
+    assert elsewhere.read_text() == "keep\n"
+
+
+# ---- folders that cannot take files
+
+
+def test_an_outdir_that_is_a_file_or_unwritable_is_refused_before_anything_is_made(tmp_path, monkeypatch):
+    file = tmp_path / "afile"
+    file.write_text("x")
+    with pytest.raises(outputs.WriteError) as e:
+        outputs.prepare_outdir(file)
+    assert e.value.show() == f"error: {file} is a file, not a folder\n{WHERE_HINT}"
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "img-samples").write_text("x")
+    with pytest.raises(outputs.WriteError, match="img-samples is a file, not a folder"):
+        outputs.prepare_outdir(tmp_path / "o")
+
+    def read_only(self, *a, **k):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "touch", read_only)  # tests run as root: chmod would not stop a write
+    with pytest.raises(outputs.WriteError) as e:
+        outputs.prepare_outdir(tmp_path / "ro")
+    assert (
+        e.value.show()
+        == f"error: cannot save images in {tmp_path / 'ro' / 'img-samples'}: the file system is read-only\n{WHERE_HINT}"
+    )
+
+
+def test_launch_with_a_bad_outdir_exits_2_with_a_message_and_no_traceback(tiny_config, tmp_path, capsys, monkeypatch):
+    from invoke_shell.cli import main
+
+    for var in ("HF_HUB_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_TELEMETRY", "TOKENIZERS_PARALLELISM"):
+        monkeypatch.setenv(var, os.environ.get(var, "1"))  # main sets them; put them back after
+    file = tmp_path / "afile"
+    file.write_text("x")
+    assert main(["--config", str(tiny_config), "--outdir", str(file), "--history", str(tmp_path / "h")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {file} is a file, not a folder\n{WHERE_HINT}\n"
+    assert file.read_text() == "x"
+
+
+# ---- in the shell: a full disk, !save, -o
+
+
+def test_a_full_disk_stops_the_line_keeps_the_picture_and_save_writes_it(make_shell, tmp_path, monkeypatch):
+    shell = make_shell()
+    shell.lines.clear()
+    out = tmp_path / "out" / "img-samples"
+    fill_disk_after(monkeypatch, 2)
+    shell.handle("a red circle -s 1 -S 5 -n 12")
+    assert shell.lines[0] == f">> writing to {out} (a new folder)"
+    assert shell.lines[-1] == (
+        f"error: could not save 000003.7.png in {out}: the disk is full; the line stopped, 9 of its 12 images not made\n"
+        "  hint: the picture is kept in memory: !save PATH writes it to another file or folder"
+    )
+    assert names(out) == ["000001.5.png", "000002.6.png", "invoke_log.md"]
+    assert len((out / "invoke_log.md").read_text().splitlines()) == 2
+
+    monkeypatch.undo()
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    shell.lines.clear()
+    shell.handle(f"!save {keep}")
+    assert shell.lines == [f">> saved {keep / '000001.7.png'}"]
+    assert '"a red circle" -s 1 -S 7' in Image.open(keep / "000001.7.png").text["Dream"]
+    shell.lines.clear()
+    shell.handle(f"!save {keep / '000001.7.png'}")
+    assert shell.lines == [
+        f"error: {keep / '000001.7.png'} already exists; it is never overwritten\n"
+        "  hint: give another file name, or a folder"
+    ]
+    shell.lines.clear()
+    shell.handle(f"!save '{tmp_path / 'with space.png'}'")
+    assert shell.lines == [f">> saved {tmp_path / 'with space.png'}"]
+    shell.lines.clear()
+    shell.handle("!history")  # the saved copy joined the session's images, once
+    assert [line.split()[1] for line in shell.lines[:-1]] == ["000001.5.png", "000002.6.png", "000001.7.png"]
+
+
+def test_save_before_any_image_and_a_bad_name(make_shell, tmp_path):
+    shell = make_shell()
+    shell.lines.clear()
+    shell.handle(f"!save {tmp_path}")
+    assert shell.lines[-1] == (
+        "error: no image has been made this session\n  hint: make one first; !save writes the last one"
+    )
+    shell.handle("a red circle -s 1 -S 2")
+    shell.handle(f"!save {tmp_path / 'x.jpg'}")
+    assert shell.lines[-1].startswith(f"error: {tmp_path / 'x.jpg'} is not a folder and its name does not end in .png")
+    shell.handle(f"!save {tmp_path / 'no' / 'x.png'}")
+    assert shell.lines[-1].startswith(f"error: folder {tmp_path / 'no'} does not exist")
+
+
+def test_o_expands_home_and_says_where_it_writes(make_shell, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cwd = tmp_path / "a" / "b"
+    cwd.mkdir(parents=True)
+    monkeypatch.chdir(cwd)
+    shell = make_shell()
+    shell.handle("a red circle -s 1 -S 3 -o ~/pics")
+    where = tmp_path / "home" / "pics" / "img-samples"
+    assert f">> writing to {where} (a new folder)" in shell.lines
+    assert names(where) == ["000001.3.png", "invoke_log.md"] and not (cwd / "~").exists()
+    shell.lines.clear()
+    shell.handle("a red circle -s 1 -S 3 -o ~/pics")  # known folder: no word about it
+    assert not any(line.startswith(">> writing to") for line in shell.lines)
+    shell.handle("a red circle -s 1 -S 4 -o ../../up")  # relative to the current folder, shown resolved
+    assert f">> writing to {tmp_path / 'up' / 'img-samples'} (a new folder)" in shell.lines
+    shell.lines.clear()
+    shell.handle("a red circle -s 1 -S 4 -o ../../up")
+    assert f">> writing to {tmp_path / 'up' / 'img-samples'}" in shell.lines  # `..` is said every time
+
+
+def test_an_unwritable_line_folder_is_refused_before_the_image_is_made(make_shell, tmp_path, monkeypatch):
+    shell = make_shell()
+    shell.lines.clear()
+
+    def denied(self, *a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "touch", denied)
+    shell.handle(f"a red circle -s 1 -S 3 -o {tmp_path / 'locked'}")
+    assert shell.lines == [
+        f"error: cannot save images in {tmp_path / 'locked' / 'img-samples'}: permission denied\n{WHERE_HINT}"
+    ]
+    assert shell.worker.status().made == ()
+
+
+def test_a_log_file_that_cannot_be_written_is_said_once_never_a_logging_traceback(tmp_path, capsys):
+    import errno
+    import logging
+
+    from invoke_shell.logs import route_logs
+
+    class FullDisk:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            pass
+
+    path = route_logs(tmp_path, verbose=False)
+    handler = next(h for h in logging.getLogger().handlers if h.name == "invoke_shell_handler")
+    logging.getLogger("invoke_shell").error("first")
+    handler.stream = FullDisk()
+    for _ in range(3):
+        logging.getLogger("invoke_shell").error("more")
+    logging.getLogger().removeHandler(handler)
+    err = capsys.readouterr().err
+    assert err.count(f">> log file {path} cannot be written") == 1 and "No space left" in err
+    assert "Logging error" not in err and "Traceback" not in err
+    assert "first" in path.read_text()
+
+
+def test_a_log_path_that_is_a_folder_or_a_link_is_never_written_through(tmp_path, capsys):
+    import logging
+
+    from invoke_shell.logs import route_logs
+
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("keep\n")
+    (tmp_path / "invoke_shell.log").symlink_to(target)
+    route_logs(tmp_path, verbose=False)
+    logging.getLogger("invoke_shell").error("should not land anywhere")
+    for h in [h for h in logging.getLogger().handlers if h.name == "invoke_shell_handler"]:
+        logging.getLogger().removeHandler(h)
+    assert target.read_text() == "keep\n"
+    assert "is a folder or a symbolic link; nothing is logged to it" in capsys.readouterr().err
