@@ -137,3 +137,66 @@ def test_a_switch_given_twice_takes_the_last_value_and_says_so():
     line = parse_line("a cat -s 3 -C 4 -s 9", DEFAULTS, notes)
     assert line.steps == 9 and line.cfg_scale == 4
     assert notes == ["-s/--steps is given twice: the last one is used"]
+
+
+# ---- ! commands with junk, through a shell with its model loaded
+
+
+@pytest.fixture(scope="module")
+def loaded_shell(tiny_config, tmp_path_factory):
+    from conftest import open_shell
+
+    shell = open_shell(tiny_config, tmp_path_factory.mktemp("fuzz") / "out")
+    shell.handle("a red circle -s 1 -S 5")  # one image, so that !N, !show and !save have something
+    yield shell
+    shell.close()
+
+
+JUNK_ARGS = st.lists(
+    st.sampled_from(
+        ["", " ", "-1", "0", "99", "1e9", "x", "*", "-s", "--bogus", "—s", "a,b", '"', "\\", "🙂", "..", "/"]
+    )
+    | TEXT,
+    max_size=4,
+).map(" ".join)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(
+    name=st.sampled_from(
+        [
+            "help",
+            "models",
+            "switch",
+            "history",
+            "fetch",
+            "queue",
+            "cancel",
+            "schedule",
+            "show",
+            "replay",
+            "save",
+            "1",
+            "2",
+            "999",
+            "histry",
+            "",
+            "x" * 300,
+        ]
+    ),
+    args=JUNK_ARGS,
+)
+def test_every_junk_command_gives_output_or_one_short_message(loaded_shell, tmp_path_factory, monkeypatch, name, args):
+    monkeypatch.chdir(tmp_path_factory.getbasetemp())  # a junk !save or !fetch path lands in a scratch folder
+    shell = loaded_shell
+    shell.raise_errors = True  # a bug raises here instead of being reported
+    before = len(shell.lines)
+    shell.handle(f"!{name} {args}")
+    for line in shell.lines[before:]:
+        if line.startswith("error:"):
+            message = line.splitlines()[0]
+            assert len(message) <= 300 + len("error: "), message[:400]
+        assert "unexpected" not in line
+        assert "\x1b" not in line or name == "show", repr(line)  # only !show draws pictures

@@ -379,3 +379,12 @@ def test_real_prompt_with_a_history_folder_runs_every_line(make_shell, tmp_path,
     assert shell.lines.count(unusable(folder, "is a directory")) == 1
     seen = capfd.readouterr()
     assert "Unhandled exception" not in seen.out + seen.err
+
+
+def test_an_existing_history_file_readable_by_others_is_made_user_only(tmp_path):
+    path = tmp_path / "history"
+    path.write_text("\n# 2026-01-01\n+old line\n")
+    path.chmod(0o644)
+    open_history(path, lambda s: None)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "+old line" in path.read_text()

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from PIL import Image
 
-from invoke_shell.errors import UsageError, did_you_mean
+from invoke_shell.errors import UsageError, did_you_mean, named
 from invoke_shell.files.fetch import fetch, listing
 from invoke_shell.files.inputs import printable
 from invoke_shell.line.parsing import format_request, parse_switches
@@ -252,6 +252,7 @@ def run_command(shell: Host, name: str, args: str) -> None:
     if cmd is None:
         guess = did_you_mean(name, COMMANDS)
         raise UsageError(
-            f"unknown command !{name}", f"did you mean !{guess}?" if guess else "type !help for the list of commands"
+            f"unknown command {named('!' + name)}",
+            f"did you mean !{guess}?" if guess else "type !help for the list of commands",
         )
     cmd.run(shell, args)

@@ -17,7 +17,7 @@ from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 
 
 def open_history(path: Path | None, say: Callable[[str], None]) -> History:
-    """A FileHistory on `path` (created 0600, its folder made) if it can be read and appended
+    """A FileHistory on `path` (kept 0600, its folder made) if it can be read and appended
     to, otherwise an InMemoryHistory, with one line saying why."""
     if path is None or str(path) == os.devnull:
         return InMemoryHistory()
@@ -25,8 +25,11 @@ def open_history(path: Path | None, say: Callable[[str], None]) -> History:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)  # needs read and write
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or /dev/zero would never end
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):  # a FIFO or /dev/zero would never end
                 raise OSError(0, "not a regular file")
+            if info.st_mode & 0o077 and info.st_uid == os.getuid():  # prompts can be private
+                os.fchmod(fd, 0o600)
         finally:
             os.close(fd)
     except OSError as e:
