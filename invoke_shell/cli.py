@@ -97,11 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     interactive = args.from_file is None and stdin_is_terminal()
 
     def say(text: str) -> None:
-        print(text)
+        try:
+            print(text, flush=True)  # flushed: a reader at the other end of a pipe sees each line at once
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error again at exit
+            shell.output_closed()
+
+    def complain(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
 
     limits = Limits(max_seconds=args.max_seconds, max_memory=args.max_memory)
     session = ModelSession(registry, lambda e: load_model(e, args.device, args.precision), args.outdir, say, limits)
-    shell = Shell(registry, entry, session, printer=say)
+    shell = Shell(registry, entry, session, printer=say, complain=complain)
     if interactive:
         print(f"invoke-shell: model {entry.name} is loading; type !help for switches, q to quit (logs: {log_path})")
     status = 0

@@ -112,12 +112,13 @@ def test_bytes_that_are_not_utf8_are_named_and_the_other_lines_run(tiny_config, 
     out, err = proc.communicate(
         b"a red circle -s 2 -S 1\na \xff circle -s 2\na \x1b[2J circle\na blue circle -s 2 -S 2\n", 120
     )
-    text = out.decode()
-    assert proc.returncode == 0, err.decode()
-    assert "error: the line is not valid UTF-8 (byte 0xff at column 3)" in text
-    assert "error: the line holds a control character '\\x1b' at column 3" in text
-    assert "invoke> a \\x1b[2J circle" in text and "\x1b" not in text  # echoed escaped, never raw
-    assert "Traceback" not in text + err.decode()
+    text, errors = out.decode(), err.decode()
+    assert proc.returncode == 1, errors  # some lines failed: a script can tell
+    assert "error: the line is not valid UTF-8 (byte 0xff at column 3)" in errors
+    assert "error: the line holds a control character '\\x1b' at column 3" in errors
+    assert ">> 2 of 4 line(s) failed" in errors
+    assert "invoke> a \\x1b[2J circle" in text and "\x1b" not in text + errors  # echoed escaped, never raw
+    assert "Traceback" not in text + errors
     names = sorted(p.name for p in (tmp_path / "o" / "img-samples").glob("*.png"))
     assert names == ["000001.1.png", "000002.2.png"]
 
@@ -144,7 +145,29 @@ def test_sigint_over_a_pipe_cancels_the_image_says_what_did_not_run_and_exits_13
     out = seen + out
     assert proc.returncode == 130, out + err
     assert ">> generation cancelled at step" in out
-    assert ">> interrupted at standard input line 2: the lines after it did not run" in out
+    assert ">> interrupted at standard input line 2: the lines after it did not run" in err
     assert "Traceback" not in out + err and "terminate called" not in err
     names = sorted(p.name for p in (tmp_path / "o" / "img-samples").glob("*.png"))
     assert names == ["000001.1.png"]  # no partial picture of the cancelled line, and line 3 never ran
+
+
+def test_a_closed_output_ends_the_run_quietly_at_once(tiny_config, tmp_path):
+    """`invoke-shell < lines | head -1`: no BrokenPipeError, no hang; the rest does not run."""
+    import subprocess
+    import time
+
+    proc = _start(tiny_config, tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc.stdin.write(b"a red circle -s 2 -S 1\na long one -s 500 -S 2\na third -s 2 -S 3\n")
+    proc.stdin.close()
+    while b"000001.1.png" not in proc.stdout.readline():  # what `head` reads before it exits
+        pass
+    proc.stdout.close()
+    t0 = time.monotonic()
+    proc.wait(timeout=60)
+    err = proc.stderr.read().decode()
+    assert time.monotonic() - t0 < 30
+    assert proc.returncode == 141, err
+    assert "BrokenPipe" not in err and "Traceback" not in err
+    names = sorted(p.name for p in (tmp_path / "o" / "img-samples").glob("*.png"))
+    assert names == ["000001.1.png"]

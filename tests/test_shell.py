@@ -119,9 +119,9 @@ def test_console_script_on_piped_input(tiny_config, tmp_path):
         timeout=120,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # one line failed
     out = proc.stdout
-    assert "error: unknown switch --no_such_switch" in out
+    assert "error: unknown switch --no_such_switch" in proc.stderr and ">> 1 of 3 line(s) failed" in proc.stderr
     assert "Traceback" not in out + proc.stderr
     first, second = (tmp_path / "o" / "img-samples" / n for n in ("000001.42.png", "000002.42.png"))
     text = Image.open(second).text
@@ -191,7 +191,8 @@ def test_from_file_runs_each_line_and_reports_bad_ones_by_number(tiny_config, tm
         timeout=120,
         input="",
     )
-    assert proc.returncode == 0, proc.stderr
-    assert "lines.txt line 4: error: -f/--strength must be between 0 and 1, got 2" in proc.stdout
+    assert proc.returncode == 1, proc.stderr  # a line failed, so the script's caller can tell
+    assert "lines.txt line 4: error: -f/--strength must be between 0 and 1, got 2" in proc.stderr
+    assert proc.stderr.rstrip().endswith(">> 1 of 3 line(s) failed")
     names = sorted(p.name for p in (tmp_path / "o" / "img-samples").glob("*.png"))
     assert names == ["000001.1.png", "000002.2.png"]

@@ -33,10 +33,14 @@ class Shell:
         session: ModelSession,
         printer: Callable[[str], None] = print,
         raise_errors: bool = False,
+        complain: Callable[[str], None] | None = None,
     ) -> None:
         self.registry = registry
         self.model_entry = entry  # whose defaults fill what a line leaves out
         self.print = printer
+        self.complain = complain or printer  # errors: standard error when run from the console
+        self.failures = 0  # lines that failed, for a piped run's exit status
+        self.closed = False  # standard output was closed (`| head -1`): stop quietly
         self.raise_errors = raise_errors  # tests see bugs as exceptions; users see a short report
         self.pending_edit = ""  # text for the next prompt's buffer (!N, !fetch)
         self.interactive = False  # in a terminal: lines queue up and the prompt comes back at once
@@ -94,7 +98,8 @@ class Shell:
             elif ahead:
                 self.print(f">> queued ({ahead} ahead of it; !queue lists them)")
         except UsageError as e:
-            self.print(f"{where}: {e.show()}" if where else e.show())
+            self.failures += 1
+            self.complain(f"{where}: {e.show()}" if where else e.show())
         except Exception as e:
             if self.raise_errors:
                 raise
@@ -132,7 +137,7 @@ class Shell:
     def _report_background_error(self, ticket: Ticket, e: BaseException) -> None:
         try:
             if ticket.text and not isinstance(e, Cancelled):
-                self.print(f">> in queued line: {ticket.text}")
+                self.complain(f">> in queued line: {escaped(ticket.text)}")
             self._show_job_error(e, raise_bugs=False)
         except Exception:  # reporting must never take the worker down
             log.exception("could not report a queued line's error")
@@ -163,7 +168,8 @@ class Shell:
         if isinstance(e, Cancelled):
             self.print(f">> generation cancelled at step {e.step}; the model is still loaded")
         elif isinstance(e, UsageError):
-            self.print(e.show())
+            self.failures += 1
+            self.complain(e.show())
         elif self.raise_errors and raise_bugs:
             raise e
         else:
@@ -173,7 +179,8 @@ class Shell:
         log.error("unexpected error\n%s", "".join(traceback.format_exception(e)))
         last = traceback.extract_tb(e.__traceback__)[-1:] if e.__traceback__ else []
         where = f" ({Path(last[0].filename).name}:{last[0].lineno})" if last else ""
-        self.print(
+        self.failures += 1
+        self.complain(
             f"error: unexpected {type(e).__name__}: {e}{where}\n"
             "  the shell is still running; the full traceback is in the log file"
         )
@@ -181,26 +188,40 @@ class Shell:
     # ---- the loops
 
     def run_lines(self, lines: Iterable[str], source: str = "standard input", known_total: int | None = None) -> int:
-        """Run lines from a pipe or a file, in order. The exit status: 0, or 130 when Ctrl-C
-        stopped the run, after saying which lines did not run."""
-        number = 0
+        """Run lines from a pipe or a file, in order. The exit status: 0 when every line worked;
+        1 when some failed (their count is said at the end); 130 when Ctrl-C stopped the run,
+        after saying which lines did not run; 141 when standard output was closed."""
+        number = ran = 0
         try:
             for number, line in enumerate(lines, 1):
                 line = line.rstrip("\r\n")
                 if not line.strip() or line.lstrip().startswith("#"):
                     continue
+                ran += 1
                 self.print(f"invoke> {escaped(line)}" + (f"    ({source}:{number})" if known_total else ""))
-                if not self.handle(line, where=f"{source} line {number}" if known_total else None):
-                    return 0
+                if self.closed or not self.handle(line, where=f"{source} line {number}" if known_total else None):
+                    break
         except KeyboardInterrupt:
             rest = (
                 f"lines {number + 1}-{known_total} did not run"
                 if known_total and number < known_total
                 else "the lines after it did not run"
             )
-            self.print(f">> interrupted at {source} line {number}: {rest}")
+            self.complain(f">> interrupted at {source} line {number}: {rest}")
             return 130
+        if self.closed:
+            return 141  # as a program stopped by SIGPIPE
+        if self.failures:
+            self.complain(f">> {self.failures} of {ran} line(s) failed")
+            return 1
         return 0
+
+    def output_closed(self) -> None:
+        """Standard output went away (`| head -1`): drop the queue, stop the running image, and
+        let the run end quietly."""
+        self.closed = True
+        self.worker.drop_all()
+        self.worker.cancel_running()
 
     def run_interactive(self, history_file: Path | None, **session_options: Any) -> None:
         """The prompt loop. `session_options` (input=, output=) let tests drive a real session."""
