@@ -22,6 +22,7 @@ class StepTap:
         self.start_sigma: float | None = None
         self.denoised: torch.Tensor | None = None  # x0 predicted at the last step
         self.sigma: float | None = None  # sigma of the level the last step started from
+        self._last_t: float | None = None  # timestep of the last step
         cfg = scheduler.config
         self.prediction = cfg.get("prediction_type", "epsilon")
         self._train_sigmas = ((1 - scheduler.alphas_cumprod) / scheduler.alphas_cumprod).sqrt().numpy()
@@ -45,19 +46,26 @@ class StepTap:
             if s.step_index is None:
                 s._init_step_index(timestep)  # what step() would do first; same state either way
             return float(s.sigmas[s.step_index])
-        return float(np.interp(float(timestep), np.arange(len(self._train_sigmas)), self._train_sigmas))
+        return self._train_sigma(float(timestep))
 
     def level_after(self) -> float:
-        """Sigma of the latents a step has just produced (for previews in sigma space)."""
+        """Sigma of the latents a step has just produced: the next entry of the schedule, the
+        same value `!schedule` lists (0 once the last step has run)."""
         s = self.scheduler
         if getattr(s, "sigmas", None) is not None and getattr(s, "step_index", None) is not None:
             return float(s.sigmas[min(s.step_index, len(s.sigmas) - 1)])
-        return 0.0
+        # DDIM and PLMS keep no sigmas: the latents now sit at the next lower timestep's level
+        later = [float(t) for t in s.timesteps if self._last_t is not None and float(t) < self._last_t]
+        return self._train_sigma(max(later)) if later else 0.0
+
+    def _train_sigma(self, timestep: float) -> float:
+        return float(np.interp(timestep, np.arange(len(self._train_sigmas)), self._train_sigmas))
 
     def _wrapped(
         self, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, *args: Any, **kwargs: Any
     ) -> Any:
         sigma = self.current_sigma(timestep)
+        self._last_t = float(timestep)
         if self.start is None:
             self.start, self.start_sigma = sample.detach().clone(), sigma
         self.sigma = sigma
