@@ -54,5 +54,7 @@ def named(word: str, limit: int = 40) -> str:
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     if len(word) > 40:  # nothing in a table is that long, and difflib is slow on long words
         return None
-    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return close[0] if close else None
+    # case is ignored (K_EULER means k_euler); the candidate is returned as spelled in the table
+    folded = {c.casefold(): c for c in candidates}
+    close = difflib.get_close_matches(word.casefold(), list(folded), n=1, cutoff=0.6)
+    return folded[close[0]] if close else None

@@ -1,11 +1,12 @@
 """Reading the command back out of a PNG: this shell's and InvokeAI's `Dream`, InvokeAI's
 `sd-metadata` JSON, or AUTOMATIC1111's `parameters` text.
 
-A PNG is foreign input. A `Dream` command goes through the parser itself; every value of the
-other two through its switch's converter, refusing the file when one does not fit, so no value
-can carry another switch. The command is written by the one formatter and read back by the
-parser, so what `!fetch` puts at the prompt is always a line the parser accepts. Nothing read
-from a file is printed unescaped.
+A PNG is foreign input. A `Dream` command goes through the parser itself (switches this shell
+lacks, such as InvokeAI's -U, are left out with a note); every value of the other two through
+its switch's converter, refusing the file when one does not fit, so no value can carry another
+switch. The command is written by the one formatter and read back by the parser, so what
+`!fetch` puts at the prompt is always a line the parser accepts. Nothing read from a file is
+printed unescaped.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from PIL import PngImagePlugin
 
 from invoke_shell.errors import UsageError
 from invoke_shell.files.inputs import BROKEN, failure, open_image, printable
-from invoke_shell.line.parsing import build_line, convert, format_request, parse_line
+from invoke_shell.line.parsing import build_line, convert, drop_unknown_switches, format_request, parse_line
 from invoke_shell.line.requests import LineRequest
 from invoke_shell.line.switches import BY_NAME, SWITCHES
 from invoke_shell.schedulers import A1111_TO_SAMPLER, SAMPLERS
@@ -132,6 +133,8 @@ def _no_controls(text: str, source: str) -> None:
 
 
 def _from_dream(text: str, model_defaults: Mapping[str, Any]) -> Fetched:
+    # InvokeAI writes switches this shell lacks (-U 2 0.6, -G 0.5, --hires_fix): the rest still holds
+    text, unknown = drop_unknown_switches(text)
     try:
         line = parse_line(text, model_defaults)
     except UsageError as e:
@@ -142,6 +145,8 @@ def _from_dream(text: str, model_defaults: Mapping[str, Any]) -> Fetched:
     # file cannot choose where the next images go
     extra = {sw.name: sw.default for sw in SWITCHES if sw.scope == "line" and getattr(line, sw.name) != sw.default}
     notes = [f"its Dream command also sets {BY_NAME[n].shown}; left out (a PNG records one image)" for n in extra]
+    if unknown:
+        notes.append(f"left out: {', '.join(unknown)} (this shell has no such switches)")
     if line.sweep:
         swept = ", ".join(BY_NAME[n].shown for n, _ in line.sweep)
         notes.append(f"its Dream command sweeps {swept}; only the first value is kept")

@@ -23,6 +23,7 @@ from invoke_shell.line.switches import BY_LONG, BY_SHORT, SWITCHES, Switch, defa
 from invoke_shell.schedulers import schedule_length
 
 QUIT = {"q", "quit", "exit"}  # words that leave the shell
+HELP_WORDS = {"help", "?", "h"}  # typed alone they ask for !help, not for a picture of the word
 _SWITCH_START = re.compile(r"(?:^|\s)(--?[A-Za-z])")
 _HELP = re.compile(r"(?:^|\s)(?:-h|--help)(?:\s|$)")
 _BACKSLASHES_BEFORE = {q: re.compile(r"(\\*)(" + q + r"|$)") for q in "\"'"}
@@ -45,6 +46,8 @@ def parse_line(
     if line.startswith("!"):
         name, _, args = line[1:].partition(" ")
         return ShellCommand(name.strip(), args.strip())
+    if line.lower() in HELP_WORDS:
+        return ShellCommand("help", "")
     prompt, rest = _split_prompt(line)
     if _HELP.search(rest) or _HELP.fullmatch(line):
         return ShellCommand("help", "")
@@ -54,7 +57,10 @@ def parse_line(
             f"the prompt is {len(prompt):,} characters; the longest this shell takes is {MAX_PROMPT:,}",
             "shorten it: the model reads about 75 words at a time",
         )
-    return build_line(prompt, parse_switches(rest, notes), model_defaults)
+    request = build_line(prompt, parse_switches(rest, notes), model_defaults)
+    if request.grid and request.iterations == 1 and not request.sweep and notes is not None:
+        notes.append("-g/--grid makes a grid of a line's images; this line makes one, so there is no grid")
+    return request
 
 
 def _check_characters(line: str) -> None:
@@ -201,6 +207,39 @@ def parse_switches(text: str, notes: list[str] | None = None) -> dict[str, Any]:
         else:
             values[sw.name] = convert(sw, glued)
     return values
+
+
+def drop_unknown_switches(line: str) -> tuple[str, list[str]]:
+    """`line` without the switches this shell lacks (InvokeAI's -U 2 0.6, --hires_fix), each
+    taking the words after it up to the next switch; returns what was dropped, as written.
+    For commands read from files: a typed line with an unknown switch is refused instead."""
+    line = line.strip()
+    try:
+        _, rest = _split_prompt(line) if line else ("", "")
+        tokens = shlex.split(rest)
+    except (UsageError, ValueError):
+        return line, []  # the parser names the unbalanced quote
+    kept: list[str] = []
+    dropped: list[list[str]] = []
+    for tok in tokens:
+        if _is_switch(tok):
+            known = BY_LONG.get(tok[2:].partition("=")[0]) if tok.startswith("--") else BY_SHORT.get(tok[1])
+            if known is None:
+                dropped.append([tok])
+                continue
+            dropped.append([])  # a known switch ends the unknown one's values
+        if dropped and dropped[-1]:
+            dropped[-1].append(tok)
+        else:
+            kept.append(tok)
+    if not any(dropped):
+        return line, []
+    head = line[: len(line) - len(rest)]
+    return f"{head.rstrip()} {shlex.join(kept)}", [" ".join(d) for d in dropped if d]
+
+
+def _is_switch(tok: str) -> bool:
+    return tok.startswith("--") and len(tok) > 2 or tok.startswith("-") and len(tok) >= 2 and tok[1].isalpha()
 
 
 def _lookup(tok: str) -> tuple[Switch, str | None]:

@@ -15,7 +15,6 @@ import secrets
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -106,7 +105,8 @@ class ModelSession:
             raise UsageError(e.message + self._still_loaded(), e.hint) from None
         except BaseException as e:
             self._load_error = e
-            log.error("model %s could not be loaded\n%s", entry.name, traceback.format_exc())
+            # one line: whoever reports the error (the shell's bug report) logs its traceback
+            log.error("model %s could not be loaded: %s", entry.name, e)
             raise
         finally:
             self._loading = False
@@ -232,10 +232,13 @@ class ModelSession:
             return secrets.randbelow(2**32)
         if seed >= 0:
             return seed
-        if -seed > len(self._made):
+        made = len(self._made)
+        if -seed > made:
             raise UsageError(
-                f"-S {seed} looks back {-seed} image(s), but this session has made {len(self._made)}",
-                "use -S-1 for the previous image's seed, or give a seed number",
+                f"-S {seed} looks back {-seed} image(s), but this session has made {made}",
+                f"-S-1 to -S-{made} recall this session's seeds, or give a seed: -S 42"
+                if made
+                else "make an image first, or give a seed: -S 42",
             )
         return self._made[seed].request.seed
 
