@@ -86,3 +86,11 @@ def test_estimates_grow_with_size_and_tiles_bound_the_decoder(engine):
     untiled = cost.estimate(engine.txt2img, speed, [(2048, 2048, 1)], 10**9)
     tiled = cost.estimate(engine.txt2img, speed, [(2048, 2048, 1)], TILE_ABOVE_PIXELS)
     assert tiled.vae_memory < untiled.vae_memory / 4
+
+
+def test_a_size_the_model_was_not_trained_at_is_said_once_per_line(shell_with, tmp_path):
+    shell = shell_with(Limits())
+    shell.handle("a red circle -s 1 -S 2")
+    shell.handle("a red circle -W 128 -H 64 -s 1 -S 3 -n 2")
+    notes = [line for line in shell.lines if "was trained at" in line]
+    assert notes == [">> tiny-random was trained at 64x64; at 128x64 expect repeated or cut-off subjects"]

@@ -24,6 +24,16 @@ class Limits:
     announce_seconds: float = 60.0  # say how long a line will take when it is longer than this
 
 
+def note_size(engine: Any, model: str, requests: list[ImageRequest], say: Callable[[str], None]) -> None:
+    """Say once per line when it asks for a size the model was not trained at: Stable
+    Diffusion models repeat or cut their subjects there, and nothing else would tell you why."""
+    native_w, native_h = engine.native_size
+    sizes = sorted({(r.width, r.height) for r in requests} - {(native_w, native_h)})
+    if sizes:
+        shown = ", ".join(f"{w}x{h}" for w, h in sizes[:3]) + (" ..." if len(sizes) > 3 else "")
+        say(f">> {model} was trained at {native_w}x{native_h}; at {shown} expect repeated or cut-off subjects")
+
+
 def check_cost(engine: Any, requests: list[ImageRequest], limits: Limits, say: Callable[[str], None]) -> None:
     native_w, native_h = engine.native_size
     if max(r.width * r.height for r in requests) <= 4 * native_w * native_h:

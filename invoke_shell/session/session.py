@@ -28,7 +28,7 @@ from invoke_shell.line.parsing import format_request
 from invoke_shell.line.requests import ImageRequest, LineRequest, expand
 from invoke_shell.logs import log
 from invoke_shell.models.registry import ModelEntry, Registry
-from invoke_shell.session.limits import Limits, check_cost, out_of_memory
+from invoke_shell.session.limits import Limits, check_cost, note_size, out_of_memory
 from invoke_shell.session.status import Made, State, Status
 
 if TYPE_CHECKING:
@@ -145,6 +145,8 @@ class ModelSession:
                 self.say(f">> {note}")
         self._announce(line, init_path is not None)
         requests = expand(line, first_seed, init_path, new_seed=lambda: secrets.randbelow(2**32))
+        if not quiet:
+            note_size(model.engine, model.info.name, requests, self.say)
         check_cost(model.engine, requests, self.limits, self.say)
         pending: list[Future[list[Path]]] = []
         images, written = [], []
