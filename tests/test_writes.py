@@ -294,11 +294,14 @@ def test_o_expands_home_and_says_where_it_writes(make_shell, tmp_path, monkeypat
     shell.lines.clear()
     shell.handle("a red circle -s 1 -S 3 -o ~/pics")  # known folder: no word about it
     assert not any(line.startswith(">> writing to") for line in shell.lines)
-    shell.handle("a red circle -s 1 -S 4 -o ../../up")  # relative to the current folder, shown resolved
+    shell.handle("a red circle -s 1 -S 4 -o ../up")  # relative to --outdir (tmp_path/out), shown resolved
     assert f">> writing to {tmp_path / 'up' / 'img-samples'} (a new folder)" in shell.lines
     shell.lines.clear()
-    shell.handle("a red circle -s 1 -S 4 -o ../../up")
+    shell.handle("a red circle -s 1 -S 4 -o ../up")
     assert f">> writing to {tmp_path / 'up' / 'img-samples'}" in shell.lines  # `..` is said every time
+    shell.handle("a red circle -s 1 -S 5 -o cats")  # under --outdir, not the current folder
+    assert names(tmp_path / "out" / "cats" / "img-samples") == ["000001.5.png", "invoke_log.md"]
+    assert not (cwd / "cats").exists()
 
 
 def test_an_unwritable_line_folder_is_refused_before_the_image_is_made(make_shell, tmp_path, monkeypatch):

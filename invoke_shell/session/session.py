@@ -208,10 +208,11 @@ class ModelSession:
     # ---- the files of a line
 
     def _prepare_outdir(self, given: str | None) -> Path:
-        """The line's folder (-o, relative to the current folder like every path typed, `~`
-        expanded), checked before any picture is computed; says where it is when it is new or
-        when `..` took it out of the folder the user named."""
-        outdir = Path(given).expanduser() if given else self.outdir
+        """The line's folder: -o relative to the launch --outdir (a relative -o keeps a session's
+        pictures together), `~` expanded; checked before any picture is computed; says where it
+        is when it is new or when `..` took it out of the folder the user named."""
+        typed = Path(given).expanduser() if given else None
+        outdir = self.outdir if typed is None else typed if typed.is_absolute() else self.outdir / typed
         new = outputs.prepare_outdir(outdir)
         if new or (given and ".." in Path(given).parts):
             where = outputs.samples_dir(outdir).resolve()
