@@ -50,8 +50,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="GB",
         help="refuse a line estimated to need more memory at its peak (default: what the device has free)",
     )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="CPU threads torch may use (default: one per core); 1 keeps a small model fast on a busy machine",
+    )
     p.add_argument("--verbose", action="store_true", help="also show library warnings and logs on screen")
     return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
 
 def quiet_environment() -> None:
@@ -107,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         print(text, file=sys.stderr, flush=True)
 
     limits = Limits(max_seconds=args.max_seconds, max_memory=args.max_memory)
-    session = ModelSession(registry, lambda e: load_model(e, args.device, args.precision), args.outdir, say, limits)
+    session = ModelSession(
+        registry, lambda e: load_model(e, args.device, args.precision, args.threads), args.outdir, say, limits
+    )
     shell = Shell(registry, entry, session, printer=say, complain=complain)
     if interactive:
         print(f"invoke-shell: model {entry.name} is loading; type !help for switches, q to quit (logs: {log_path})")

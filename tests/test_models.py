@@ -164,3 +164,17 @@ def test_route_logs_twice_keeps_one_handler_and_catches_library_records(tmp_path
             h.close()
         root.setLevel(level)
         logging.captureWarnings(False)
+
+
+def test_threads_sets_torch_cpu_threads_for_the_session(tiny_config):
+    import torch
+
+    from invoke_shell.models.loader import load_model
+    from invoke_shell.models.registry import load_registry
+
+    before = torch.get_num_threads()
+    try:
+        load_model(load_registry(tiny_config).get(None), "cpu", "fp32", threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

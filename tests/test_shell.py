@@ -134,7 +134,13 @@ def test_console_script_on_piped_input(tiny_config, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "argv, expected", [(["--help"], "usage: invoke-shell"), (["--device", "tpu"], "invalid choice: 'tpu'")]
+    "argv, expected",
+    [
+        (["--help"], "usage: invoke-shell"),
+        (["--device", "tpu"], "invalid choice: 'tpu'"),
+        (["--threads", "0"], "argument --threads: must be 1 or more, got 0"),
+        (["--threads", "x"], "argument --threads: expects a whole number, got 'x'"),
+    ],
 )
 def test_help_and_bad_flags_answer_without_torch(argv, expected):
     code = (

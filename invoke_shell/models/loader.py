@@ -31,13 +31,19 @@ class LoadedModel:
     previewer: LatentPreviewer  # the fast latents-to-RGB map for this model's family
 
 
-def load_model(entry: ModelEntry, device: str = "auto", precision: str = "auto") -> LoadedModel:
+def load_model(
+    entry: ModelEntry, device: str = "auto", precision: str = "auto", threads: int | None = None
+) -> LoadedModel:
     from invoke_shell.engines.generate import Engine
     from invoke_shell.engines.previews import LatentPreviewer
     from invoke_shell.logs import route_library_logs
 
     route_library_logs()  # imports diffusers/transformers, then sends their records to our log
     dev = pick_device(device)
+    if threads is not None:  # --threads: torch's CPU threads, for a machine shared with other work
+        import torch
+
+        torch.set_num_threads(threads)
     pipe = load_pipeline(entry, dev, pick_dtype(precision, dev))
     return LoadedModel(
         Engine(pipe),
