@@ -178,3 +178,20 @@ def test_threads_sets_torch_cpu_threads_for_the_session(tiny_config):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_small_model_on_the_cpu_gets_one_thread_and_a_large_one_torchs_default():
+    import torch
+
+    from invoke_shell.models import loader
+
+    before = torch.get_num_threads()
+    try:
+        loader.set_threads(None, "cpu", 4_000_000)
+        assert torch.get_num_threads() == 1
+        loader.set_threads(None, "cpu", 860_000_000)  # Stable Diffusion 1.5's UNet
+        assert torch.get_num_threads() == loader._torch_default_threads
+        loader.set_threads(2, "cpu", 4_000_000)  # --threads wins
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

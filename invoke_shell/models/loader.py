@@ -40,16 +40,31 @@ def load_model(
 
     route_library_logs()  # imports diffusers/transformers, then sends their records to our log
     dev = pick_device(device)
-    if threads is not None:  # --threads: torch's CPU threads, for a machine shared with other work
-        import torch
-
-        torch.set_num_threads(threads)
     pipe = load_pipeline(entry, dev, pick_dtype(precision, dev))
+    set_threads(threads, dev, sum(p.numel() for p in pipe.unet.parameters()))
     return LoadedModel(
         Engine(pipe),
         ModelInfo(entry.name, str(entry.path), model_hash(entry.path)),
         LatentPreviewer.for_model(entry.path),
     )
+
+
+SMALL_UNET = 50_000_000  # parameters; below this one CPU thread is fastest (benchmarks/threads.py)
+_torch_default_threads: int | None = None
+
+
+def set_threads(threads: int | None, device: str, unet_parameters: int) -> None:
+    """torch's CPU threads for this model: --threads when given; otherwise one for a small model
+    on the CPU (measured on 2 cores: 0.78 s per image with one thread, 0.91 s with two, and
+    0.66 s against 3.1 s beside one busy process), torch's own default for the rest."""
+    import torch
+
+    global _torch_default_threads
+    if _torch_default_threads is None:
+        _torch_default_threads = torch.get_num_threads()
+    if threads is None:
+        threads = 1 if device == "cpu" and unet_parameters < SMALL_UNET else _torch_default_threads
+    torch.set_num_threads(threads)
 
 
 def pick_device(wanted: str) -> str:
