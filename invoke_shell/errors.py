@@ -29,13 +29,17 @@ class Cancelled(Exception):
         self.step = step
 
 
-_UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
+# C0 and C1 controls but tab, and the lone surrogates that stand for bytes that were not UTF-8:
+# what the parser refuses in a typed line
+CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
-def escaped(text: str) -> str:
-    """`text` safe to print: control characters and undecodable bytes shown as escapes, so
-    nothing read from a pipe or a file can move the cursor, set colours or retitle a window."""
-    return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
+def escaped(text: str, limit: int | None = None) -> str:
+    """`text` safe to print: control characters, escape sequences, bidi overrides and undecodable
+    bytes written as Python escapes (`\\x1b`), so nothing read from a pipe, a file or a PNG can
+    move the cursor, set colours or retitle a window; cut to `limit` characters."""
+    shown = "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in text)
+    return shown if limit is None or len(shown) <= limit else shown[: limit - 1] + "…"
 
 
 def quoted(text: str, limit: int = 40) -> str:

@@ -19,9 +19,9 @@ from conftest import DEFAULTS
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from invoke_shell.errors import UsageError
+from invoke_shell.errors import UsageError, escaped
 from invoke_shell.files.fetch import MAX_CHUNK, fetch, listing
-from invoke_shell.files.inputs import check_init_path, load_init_image, printable
+from invoke_shell.files.inputs import check_init_path, load_init_image
 from invoke_shell.shell.commands import run_command
 
 ESCAPES = "\x1b]0;pwned\x07\x1b[2J\x1b[31m"  # set the title, clear the screen, turn red
@@ -259,7 +259,7 @@ def test_odd_file_names_load_and_are_named_escaped(tmp_path):
     message = init_error(os.fsdecode(raw[:-4] + b"x.png"))
     assert f"init image {tmp_path}/caf\\udce9x.png does not exist" in message
     message.encode("utf-8")  # printable on any UTF-8 terminal: no lone surrogates
-    assert printable("a\x1b[2Jb\u202e\udcff") == "a\\x1b[2Jb\\u202e\\udcff"
+    assert escaped("a\x1b[2Jb\u202e\udcff") == "a\\x1b[2Jb\\u202e\\udcff"
 
 
 def test_exif_rotation_is_applied(tmp_path):

@@ -21,8 +21,8 @@ from typing import Any
 
 from PIL import PngImagePlugin
 
-from invoke_shell.errors import UsageError
-from invoke_shell.files.inputs import BROKEN, failure, open_image, printable
+from invoke_shell.errors import UsageError, escaped
+from invoke_shell.files.inputs import BROKEN, failure, open_image
 from invoke_shell.line.parsing import build_line, convert, drop_unknown_switches, format_request, parse_line
 from invoke_shell.line.requests import LineRequest
 from invoke_shell.line.switches import BY_NAME, SWITCHES
@@ -52,7 +52,7 @@ class Fetched:
 def read_chunks(path: Path) -> dict[str, str]:
     """The metadata chunks, compressed ones (zTXt, compressed iTXt) too: Pillow inflates each only
     up to PngImagePlugin.MAX_TEXT_CHUNK (1 MB), so a compressed bomb is refused there."""
-    name = printable(str(path))
+    name = escaped(str(path))
     try:
         with open_image(path) as im:
             text = im.info  # the chunks before the pixels, read with the header
@@ -72,7 +72,7 @@ def read_chunks(path: Path) -> dict[str, str]:
 
 def fetch(path: Path, model_defaults: Mapping[str, Any]) -> Fetched:
     """The command stored in `path`; a UsageError naming the file when there is none to trust."""
-    name = printable(str(path))
+    name = escaped(str(path))
     chunks = read_chunks(path)
     refused = ""
     for key, read in (("Dream", _from_dream), ("sd-metadata", from_invokeai_json), ("parameters", from_a1111)):
@@ -82,8 +82,8 @@ def fetch(path: Path, model_defaults: Mapping[str, Any]) -> Fetched:
             got = _checked(read(chunks[key], model_defaults), model_defaults)
         except UsageError as e:
             if key != "Dream":
-                raise UsageError(f"{name}: {printable(e.message, 300)}", e.hint) from None
-            refused = printable(e.message, 200)
+                raise UsageError(f"{name}: {escaped(e.message, 300)}", e.hint) from None
+            refused = escaped(e.message, 200)
             continue
         if refused:
             got.notes.insert(0, f"{refused}; the command is from {key} instead")
@@ -100,7 +100,7 @@ def listing(paths: Iterable[Path], model_defaults: Mapping[str, Any]) -> Iterato
     """One line per file of a folder or glob: its command, or the one message why there is none."""
     for path in paths:
         try:
-            yield f"{printable(str(path))}: {printable(fetch(path, model_defaults).command, LISTED)}"
+            yield f"{escaped(str(path))}: {escaped(fetch(path, model_defaults).command, LISTED)}"
         except UsageError as e:
             yield e.message
 
@@ -120,7 +120,7 @@ def _checked(got: Fetched, model_defaults: Mapping[str, Any]) -> Fetched:
         raise UsageError(f"its {got.source} chunk does not make a command: {e.message}", _REDO) from None
     if not isinstance(line, LineRequest):  # cannot happen: format_request writes a prompt first
         raise UsageError(f"its {got.source} chunk does not make a command", _REDO)
-    notes = [printable(n, 200) for n in got.notes[:NOTES]]
+    notes = [escaped(n, 200) for n in got.notes[:NOTES]]
     if len(got.notes) > NOTES:
         notes.append(f"and {len(got.notes) - NOTES:,} more settings with no equivalent here")
     return Fetched(line, got.source, notes)
@@ -168,7 +168,7 @@ def _request(
         if value is None or value == "" or value == []:
             continue
         if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise UsageError(f"its {source} {key} is not a value: {printable(repr(value), 40)}", _REDO)
+            raise UsageError(f"its {source} {key} is not a value: {escaped(repr(value), 40)}", _REDO)
         try:
             values[name] = convert(BY_NAME[name], str(value))
         except UsageError as e:
@@ -186,7 +186,7 @@ def _text(value: Any, what: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise UsageError(f"its sd-metadata {what} is not text: {printable(repr(value), 40)}", _REDO)
+        raise UsageError(f"its sd-metadata {what} is not text: {escaped(repr(value), 40)}", _REDO)
     return value
 
 
@@ -198,7 +198,7 @@ def _prompt(value: Any) -> str:
     for p in value:
         weight = p.get("weight", 1) if isinstance(p, dict) else None
         if not isinstance(p, dict) or isinstance(weight, bool) or not isinstance(weight, int | float):
-            raise UsageError(f"its sd-metadata prompt list holds {printable(repr(p), 40)}", _REDO)
+            raise UsageError(f"its sd-metadata prompt list holds {escaped(repr(p), 40)}", _REDO)
         text = _text(p.get("prompt"), "prompt")
         parts.append(text if weight == 1 else f"{text}:{weight}")
     return " ".join(parts)
@@ -213,7 +213,7 @@ def _variations(value: Any) -> str | None:
         seed, weight = (v.get("seed"), v.get("weight")) if isinstance(v, dict) else (None, None)
         numbers = isinstance(seed, int) and isinstance(weight, int | float)
         if not numbers or isinstance(seed, bool) or isinstance(weight, bool):
-            raise UsageError(f"its sd-metadata variations hold {printable(repr(v), 40)}", _REDO)
+            raise UsageError(f"its sd-metadata variations hold {escaped(repr(v), 40)}", _REDO)
         pairs.append(f"{seed}:{weight}")
     return ",".join(pairs)
 
@@ -229,7 +229,7 @@ def from_invokeai_json(raw: str, model_defaults: Mapping[str, Any]) -> Fetched:
     notes: list[str] = []
     sampler = _text(image.get("sampler"), "sampler")
     if sampler and sampler not in SAMPLERS:
-        notes.append(f"sampler {printable(sampler, 40)} has no equivalent here; left out")
+        notes.append(f"sampler {escaped(sampler, 40)} has no equivalent here; left out")
         sampler = ""
     values: dict[str, tuple[str, Any]] = {
         name: (name, image.get(name)) for name in ("steps", "seed", "width", "height", "cfg_scale")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from invoke_shell.errors import UsageError
+from invoke_shell.errors import UsageError, escaped
 
 MIN_SIDE = 8  # the model works in 8x8 blocks: below that there is no picture to start from
 # what Pillow raises on a damaged or hostile file: the file's fault, never a bug here
@@ -34,14 +34,6 @@ BROKEN = (
 _ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
 _WIDE_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # 16-bit grey; Pillow keeps PNG's as I;16
 _PIXELS = re.compile(r"\((\d+) pixels\)")
-
-
-def printable(text: str, limit: int | None = None) -> str:
-    """`text` safe to print: control characters, escape sequences, bidi overrides and the
-    surrogates that stand for non-UTF-8 bytes in a file name are written as Python escapes
-    (`\\x1b`), and it is cut to `limit` characters."""
-    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    return shown if limit is None or len(shown) <= limit else shown[: limit - 1] + "…"
 
 
 def open_image(path: Path) -> Image.Image:
@@ -78,7 +70,7 @@ def failure(e: BaseException, path: Path, what: str) -> UsageError:
         return UsageError(
             f"{what} {_what_it_is(path)}", "use a PNG, JPEG or WebP file (renaming a file does not convert it)"
         )
-    reason = printable(str(e), 80)
+    reason = escaped(str(e), 80)
     return UsageError(f"{what} is damaged or cut short ({reason})", "save or copy the picture again")
 
 
@@ -103,7 +95,7 @@ def check_init_path(path: str) -> Path:
     """The quick checks, at parse time on the shell thread: the file is there, is an image
     Pillow reads, not too large and not too small. Decoding waits for load_init_image."""
     p = Path(path).expanduser()
-    what = f"init image {printable(path)}"
+    what = f"init image {escaped(path)}"
     if not p.exists():
         raise UsageError(f"{what} does not exist", "check the path after -I (tab completes paths)")
     if p.is_dir():
@@ -130,7 +122,7 @@ def load_init_image(path: str, width: int, height: int) -> tuple[Image.Image, st
     """The init image as RGB at the request's size, and a note on what was done to it (resized,
     transparency ignored, first frame of an animation), or None."""
     p = check_init_path(path)
-    what = f"init image {printable(path)}"
+    what = f"init image {escaped(path)}"
     parts = []
     try:
         with open_image(p) as im:

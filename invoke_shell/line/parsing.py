@@ -17,7 +17,7 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
-from invoke_shell.errors import UsageError, did_you_mean, named, quoted
+from invoke_shell.errors import CONTROL, UsageError, did_you_mean, named, quoted
 from invoke_shell.line.requests import ImageRequest, LineRequest, ShellCommand
 from invoke_shell.line.switches import BY_LONG, BY_SHORT, SWITCHES, Switch, defaults
 from invoke_shell.schedulers import schedule_length
@@ -29,7 +29,6 @@ _HELP = re.compile(r"(?:^|\s)(?:-h|--help)(?:\s|$)")
 _BACKSLASHES_BEFORE = {q: re.compile(r"(\\*)(" + q + r"|$)") for q in "\"'"}
 # Word processors and phones turn - and -- into these; "—s 5" is a switch typed by a person.
 _TYPOGRAPHIC_DASH = re.compile(r"(?:^|\s)([\u2010-\u2015\u2212\ufe58\ufe63\uff0d]{1,2})([A-Za-z_]+)")
-_UNWANTED = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")  # C0/C1 controls but tab; lone surrogates
 MAX_IMAGES = int(BY_LONG["iterations"].high or 1000)  # -n's cap holds for sweeps too
 MAX_PROMPT = 2000  # characters; the model reads about 75 words per chunk, so more is a paste gone wrong
 
@@ -66,7 +65,7 @@ def parse_line(
 def _check_characters(line: str) -> None:
     """Control characters (a stray escape, a NUL from a binary paste) and bytes that were not
     UTF-8 never reach a prompt, a file name or a PNG chunk."""
-    m = _UNWANTED.search(line)
+    m = CONTROL.search(line)
     if m is None:
         return
     c, column = m.group(), m.start() + 1

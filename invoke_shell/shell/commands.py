@@ -14,9 +14,8 @@ from typing import Protocol
 
 from PIL import Image
 
-from invoke_shell.errors import UsageError, did_you_mean, named
+from invoke_shell.errors import UsageError, did_you_mean, escaped, named
 from invoke_shell.files.fetch import fetch, listing
-from invoke_shell.files.inputs import printable
 from invoke_shell.line.parsing import format_request, parse_switches
 from invoke_shell.line.switches import help_text
 from invoke_shell.models.registry import ModelEntry, Registry
@@ -114,13 +113,13 @@ def _fetch(shell: Host, args: str) -> None:
         pattern = str(target / "*.png") if target.is_dir() else str(target)
         matches = sorted(glob.glob(pattern))
         if not matches:
-            raise UsageError(f"no PNG files match {printable(args)}", "check the folder or pattern")
+            raise UsageError(f"no PNG files match {escaped(args)}", "check the folder or pattern")
         for line in listing((Path(m) for m in matches), defaults):
             shell.print(line)
         shell.print(f">> {len(matches)} file(s); !fetch one of them to edit its command")
         return
     if not target.exists():
-        raise UsageError(f"{printable(args)} does not exist", "give the path of a PNG (tab completes paths)")
+        raise UsageError(f"{escaped(args)} does not exist", "give the path of a PNG (tab completes paths)")
     got = fetch(target, defaults)
     for note in got.notes:
         shell.print(f">> note: {note}")
