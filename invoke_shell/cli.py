@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         registry, lambda e: load_model(e, args.device, args.precision, args.threads), args.outdir, say, limits
     )
     shell = Shell(registry, entry, session, printer=say, complain=complain)
+    shell.output_gone = _stdout_gone
     if interactive:
         print(f"invoke-shell: model {entry.name} is loading; type !help for switches, q to quit (logs: {log_path})")
     status = 0
@@ -145,6 +146,19 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shell.close()
     return status
+
+
+def _stdout_gone() -> bool:
+    """True once the reader of a piped standard output has gone (`| head -1` exited): poll
+    reports an error on the write end, before anything is written."""
+    import select
+
+    try:
+        events = select.poll()
+        events.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(e & (select.POLLERR | select.POLLHUP) for _, e in events.poll(0))
+    except (OSError, ValueError, AttributeError):  # no file descriptor (tests) or no poll
+        return False
 
 
 def _stdin_lines() -> Iterable[str]:

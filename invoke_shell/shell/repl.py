@@ -41,6 +41,7 @@ class Shell:
         self.complain = complain or printer  # errors: standard error when run from the console
         self.failures = 0  # lines that failed, for a piped run's exit status
         self.closed = False  # standard output was closed (`| head -1`): stop quietly
+        self.output_gone: Callable[[], bool] | None = None  # asks whether that happened, while waiting
         self.raise_errors = raise_errors  # tests see bugs as exceptions; users see a short report
         self.pending_edit = ""  # text for the next prompt's buffer (!N, !fetch)
         self.interactive = False  # in a terminal: lines queue up and the prompt comes back at once
@@ -122,8 +123,10 @@ class Shell:
         interrupted = False
         while True:
             try:
-                ticket.done.wait()
-                break
+                if ticket.done.wait(0.2):
+                    break
+                if self.output_gone is not None and not self.closed and self.output_gone():
+                    self.output_closed()  # the reader left while the image was being made
             except KeyboardInterrupt:
                 ticket.cancel.set()
                 interrupted = True
