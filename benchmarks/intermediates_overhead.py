@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from invoke_shell.engines.previews import LatentPreviewer
+from invoke_shell.engines.previews import load_previewer
 from invoke_shell.files import intermediates, outputs
 from invoke_shell.line.requests import ImageRequest
 from invoke_shell.models.tiny_shapes.evaluate import MODEL_DIR, load_engine, shell_defaults
@@ -32,7 +32,7 @@ def main() -> None:
     req = ImageRequest(
         "a red circle on a blue background", d["steps"], d["cfg_scale"], d["sampler"], d["width"], d["height"], seed=1
     )
-    previewer = LatentPreviewer.for_model(MODEL_DIR)
+    previewer = load_previewer(MODEL_DIR)
     render = intermediates.approx_render(previewer)
     writer = ThreadPoolExecutor(1)
     for _ in range(3):

@@ -30,6 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from_file", type=Path, help="run the commands in FILE, then exit")
     p.add_argument("--config", type=Path, help="models config (default: configs/models.yaml)")
     p.add_argument(
+        "--wildcards",
+        type=Path,
+        metavar="DIR",
+        help="folder of wildcard lists for prompt templates: __colors__ reads DIR/colors.txt "
+        "(default: the config's wildcards:)",
+    )
+    p.add_argument(
         "--history",
         type=Path,
         default=Path("~/.invoke_history").expanduser(),
@@ -57,6 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="CPU threads torch may use (default: one per core); 1 keeps a small model fast on a busy machine",
     )
+    p.add_argument(
+        "--loras", type=Path, metavar="DIR", help="folder of LoRAs: <lora:NAME:0.8> reads DIR/NAME.safetensors"
+    )
+    p.add_argument(
+        "--embeddings", type=Path, metavar="DIR", help="folder of textual-inversion embeddings: <NAME> reads DIR/NAME.*"
+    )
+    p.add_argument(
+        "--max_loaded_models",
+        type=_positive_int,
+        default=2,
+        metavar="N",
+        help="models kept in memory, the current one included, so !switch back is quick (default 2; "
+        "on a GPU the others wait on the CPU)",
+    )
     p.add_argument("--verbose", action="store_true", help="also show library warnings and logs on screen")
     return p
 
@@ -83,7 +104,9 @@ def quiet_environment() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from invoke_shell.files.outputs import prepare_outdir, samples_dir
+    from invoke_shell.line.templates import Templates
     from invoke_shell.logs import route_logs
+    from invoke_shell.models.addons import AddOns
     from invoke_shell.models.loader import load_model
     from invoke_shell.models.registry import Registry, builtin_registry, load_registry
     from invoke_shell.session.limits import Limits
@@ -125,7 +148,18 @@ def main(argv: list[str] | None = None) -> int:
 
     limits = Limits(max_seconds=args.max_seconds, max_memory=args.max_memory)
     session = ModelSession(
-        registry, lambda e: load_model(e, args.device, args.precision, args.threads), args.outdir, say, limits
+        registry,
+        lambda e: load_model(e, args.device, args.precision, args.threads),
+        args.outdir,
+        say,
+        limits,
+        templates=Templates(args.wildcards.expanduser() if args.wildcards else registry.wildcards),
+        progress=None if interactive else complain,  # the toolbar shows progress in a terminal
+        keep_models=args.max_loaded_models,
+        addons=AddOns(
+            loras=args.loras.expanduser() if args.loras else registry.loras,
+            embeddings=args.embeddings.expanduser() if args.embeddings else registry.embeddings,
+        ),
     )
     shell = Shell(registry, entry, session, printer=say, complain=complain)
     shell.output_gone = _stdout_gone

@@ -112,12 +112,12 @@ def schedule_length(steps: int, strength: float | None, exact: bool = False) -> 
     return min(n, MAX_SCHEDULE)
 
 
-def describe_img2img(steps: int, strength: float, exact: bool) -> str:
+def describe_img2img(steps: int, strength: float, exact: bool, what: str = "img2img") -> str:
     """img2img: 7 of 10 steps (strength 0.70): what a line will run, said before it runs."""
     schedule = schedule_length(steps, strength, exact)
     n = steps_run(schedule, strength)
     flag = ", --exact_steps" if exact and schedule != steps else ""
-    return f"img2img: {n} of {schedule} steps (strength {strength:.2f}{flag})"
+    return f"{what}: {n} of {schedule} steps (strength {strength:.2f}{flag})"
 
 
 @dataclass(frozen=True)

@@ -73,3 +73,25 @@ def make_shell(tiny_config, tmp_path):
     yield make
     for shell in made:
         shell.close()
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a network connection fails the test: every load must be from disk.
+    (Unix sockets stay allowed: they are local, e.g. tmux's.)"""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args or kwargs}")
+
+    real_connect = socket.socket.connect
+
+    def connect(self, address):
+        if self.family == getattr(socket, "AF_UNIX", None):
+            return real_connect(self, address)
+        refuse(address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)

@@ -290,13 +290,16 @@ def test_transparency_keeps_the_underlying_colour_and_says_so(tmp_path):
     pal.save(tmp_path / "pal.png", transparency=0)
     image, note = load_init_image(str(tmp_path / "pal.png"), 16, 16)
     assert image.getpixel((5, 5)) == (10, 200, 30) and image.getpixel((0, 0)) == (200, 0, 0)
-    assert note == "init image has transparent pixels: their underlying colour is used (transparency is ignored)"
+    assert note == (
+        "init image has transparent pixels: they are repainted (100 % of the picture) starting from "
+        "the colour under them, the rest is kept"
+    )
 
     la = Image.merge("LA", [Image.new("L", (16, 16), 77), Image.new("L", (16, 16), 128)])
     la.save(tmp_path / "la.png")
     image, note = load_init_image(str(tmp_path / "la.png"), 32, 32)
     assert image.getpixel((3, 3)) == (77, 77, 77)
-    assert note is not None and note.startswith("init image resized from 16x16 to 32x32; has transparent pixels:")
+    assert note is not None and note.startswith("init image resized from 16x16 to 32x32; init image has transparent")
 
     rgba = np.zeros((16, 16, 4), np.uint8)
     rgba[:8] = (0, 0, 255, 255)  # top half opaque blue, bottom half erased to transparent black

@@ -10,7 +10,8 @@ from PIL import Image
 from safetensors import safe_open
 
 from invoke_shell import schedulers
-from invoke_shell.engines.previews import LatentPreviewer
+from invoke_shell.engines.previews import load_previewer
+from invoke_shell.files import schedule_view
 from invoke_shell.line.requests import ImageRequest
 
 
@@ -47,7 +48,7 @@ def test_saved_latents_reload_to_the_same_preview(make_shell, tmp_path, tiny_con
     shell = make_shell()
     shell.handle("a red circle -s 5 -S 3 -A k_euler --save_intermediates 1")
     folder = inter_dir(tmp_path, "000001.3")
-    preview = LatentPreviewer.for_model(tiny_config.parent / "model")
+    preview = load_previewer(tiny_config.parent / "model")
     for k in (1, 3, 5):
         with safe_open(str(folder / f"step_{k:03d}.safetensors"), "pt") as f:
             meta = f.metadata()
@@ -85,9 +86,24 @@ def test_schedule_command_prints_table_and_writes_plot(make_shell, tmp_path):
     shell.handle("!schedule -A k_lms -s 10 -f 0.7")
     text = "\n".join(shell.lines)
     assert "10-step schedule, strength 0.70: 7 steps run" in text
-    assert text.count("skipped (strength)") == 3 and text.count(" yes") == 7
+    assert "steps 1-3 (sigma 8.39 to 3.35) are skipped" in text
+    rows = [line.split() for line in text.splitlines()[-9:-1]]
+    assert rows[0] == ["step", "timestep", "sigma"] and [int(r[0]) for r in rows[1:]] == list(range(4, 11))
     plot = tmp_path / "out" / "schedules" / "k_lms.10.f0.70.png"
     assert Image.open(plot).size[0] > 300
+
+
+def test_schedule_of_a_two_call_sampler_shows_the_steps_that_run(make_shell, engine):
+    shell = make_shell()
+    shell.handle("!schedule -A k_heun -s 5 -f 0.4 --exact_steps")
+    text = "\n".join(shell.lines)
+    assert "13-step schedule, strength 0.40: 5 steps run (9 model calls)" in text
+    assert "steps 1-8 " in text and "are skipped" in text
+    rows = [line.split() for line in text.splitlines()[-6:-1]]  # it listed 25 scheduler entries
+    assert [(int(r[0]), int(r[3])) for r in rows] == [(9, 2), (10, 2), (11, 2), (12, 2), (13, 1)]
+    # the plot draws one point per step, the five that run in red
+    length, steps = schedule_view.schedule_steps("k_heun", engine.base_scheduler_config, 5, 0.4, exact=True)
+    assert (length, len(steps), [s.number for s in steps if s.runs]) == (13, 13, [9, 10, 11, 12, 13])
 
 
 def test_strength_sweep_makes_one_image_per_value_and_a_sheet(make_shell, tmp_path):
@@ -99,7 +115,7 @@ def test_strength_sweep_makes_one_image_per_value_and_a_sheet(make_shell, tmp_pa
     assert len(made) == 5
     assert [json.loads(Image.open(p).text["sd-metadata"])["image"]["steps_run"] for p in made] == [2, 4, 6, 8, 10]
     sheet = Image.open(out / "000007.9.sweep.png")
-    assert sheet.size == (5 * 128, 15 + 128)  # one line of column labels above five 128-pixel tiles
+    assert sheet.size == (6 * 128, 15 + 128)  # column labels above the init image and five 128-pixel tiles
     assert "-f 0.2,0.4,0.6,0.8,1.0" in sheet.text["Dream"]
 
 

@@ -119,7 +119,7 @@ def test_grid_of_iterations(make_shell, tmp_path):
     out = tmp_path / "out" / "img-samples"
     names = sorted(p.name for p in out.glob("*.png"))
     assert names == ["000001.5.png", "000002.6.png", "000003.7.png", "000004.5.grid.png"]
-    assert Image.open(out / "000004.5.grid.png").size == (128, 128)
+    assert Image.open(out / "000004.5.grid.png").size == (3 * 64 + 2 * 4, 64)  # one row, 4 px gaps, no empty cell
 
 
 def test_replay_reports_bad_lines_with_numbers_and_goes_on(make_shell, tmp_path):

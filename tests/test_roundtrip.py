@@ -27,6 +27,37 @@ floats = st.floats(0, 1, allow_nan=False).map(lambda x: round(x, 3))
 
 
 @st.composite
+def init_shaping(draw: st.DrawFn, init: str | None) -> dict:
+    """--fit, resize modes, masks, outcrop, the hires pass and -U, drawn only where the parser
+    accepts them (the init image's switches need -I; -U with -I alone takes no mask or outcrop)."""
+    scales = st.floats(1.01, 8, allow_nan=False).map(lambda x: round(x, 2))
+    upscale = draw(st.one_of(st.just(()), st.tuples(scales), st.tuples(scales, floats)))
+    hires = draw(st.booleans())
+    got: dict = {"hires_fix": hires, "upscale": upscale}
+    if hires or upscale:
+        got.update(
+            hires_scale=draw(st.floats(1, 8, allow_nan=False).map(lambda x: round(x, 2))),
+            hires_strength=draw(floats),
+            hires_upscaler=draw(st.sampled_from(["lanczos", "latent"])),
+        )
+    if init is None:
+        return got
+    fit = draw(st.booleans())
+    got.update(fit=fit, resize_mode="just" if fit else draw(st.sampled_from(["just", "crop", "fill"])))
+    if upscale and not hires:
+        return got
+    sides = st.lists(st.tuples(st.sampled_from(["top", "bottom", "left", "right"]), st.integers(8, 1024)), max_size=4)
+    mask = draw(st.one_of(st.none(), paths.filter(lambda p: p not in ("-1", "last"))))
+    got.update(
+        init_mask=mask,
+        invert_mask=mask is not None and draw(st.booleans()),
+        mask_blur=draw(st.integers(0, 64)),
+        outcrop=tuple(dict(draw(sides)).items()),  # each side once
+    )
+    return got
+
+
+@st.composite
 def lines(draw: st.DrawFn) -> LineRequest:
     init = draw(st.one_of(st.none(), paths))
     sweep_names = draw(
@@ -49,8 +80,12 @@ def lines(draw: st.DrawFn) -> LineRequest:
     steps = dict(sweep).get("steps", (values["steps"][0],))
     exact_fits = all(n <= s * MAX_SCHEDULE for n in steps for s in strengths)
     variations = draw(st.lists(st.tuples(st.integers(0, 2**32 - 1), floats), max_size=3)) if txt2img else []
+    template = draw(st.booleans())  # a prompt template, with the switches that only it takes
+    prompt = draw(prompts) + draw(negatives)
+    if template:
+        prompt = " ".join((prompt.replace("#", "") + " {x|y}").split())  # '#' would start a comment in a template
     return LineRequest(
-        prompt=draw(prompts) + draw(negatives),
+        prompt=prompt,
         steps=values["steps"][0],
         cfg_scale=values["cfg_scale"][0],
         sampler=values["sampler"][0],
@@ -64,11 +99,15 @@ def lines(draw: st.DrawFn) -> LineRequest:
         iterations=1 if sweep else draw(st.integers(1, 1000)),
         variation_amount=draw(floats) if txt2img else 0.0,
         grid=draw(st.booleans()),
+        max_prompts=draw(st.integers(1, 1000)) if template else 100,
+        random_prompts=draw(st.one_of(st.none(), st.integers(1, 1000))) if template else None,
+        vary_seed=draw(st.booleans()) and template,
         log_tokenization=draw(st.booleans()),
         preview=draw(st.booleans()),
         save_intermediates=draw(st.one_of(st.none(), st.integers(1, 1000))),
         intermediates_decode=draw(st.sampled_from(["approx", "vae"])),
         outdir=draw(st.one_of(st.none(), st.sampled_from(["o", "out dir/x"]))),
+        **draw(init_shaping(init)),
         sweep=sweep,
     )
 

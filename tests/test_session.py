@@ -117,11 +117,13 @@ def test_switch_loads_the_other_weights_and_records_them(three_models, tmp_path)
         shell.lines.clear()
         shell.handle("!models")
         assert [line.split()[:2] for line in shell.lines] == [
-            ["tiny-random", "random"],
+            ["name", "family"],
+            ["tiny-random", "Stable"],
             ["*", "other"],
-            ["broken", "weights"],
+            ["broken", "?"],
         ]
-        assert shell.lines[0].startswith("   tiny-random ") and shell.lines[1].startswith(" * other ")
+        assert shell.lines[1].startswith("   tiny-random ") and shell.lines[2].startswith(" * other ")
+        assert shell.lines[1].split()[-3:] == ["cached", "random", "weights"]
 
         status = shell.worker.status()
         assert (status.model, status.state) == ("other", "ready")

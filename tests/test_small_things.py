@@ -51,7 +51,9 @@ def test_dream_switches_this_shell_lacks_are_left_out_with_a_note(tmp_path):
     assert got.source == "Dream"
     assert (got.request.prompt, got.request.steps, got.request.seed) == ("a cat", 10, 42)
     assert (got.request.sampler, got.request.cfg_scale) == ("k_euler", 5.0)
-    assert got.notes == ["left out: -U 2 0.6, -G 0.5, --hires_fix, -F (this shell has no such switches)"]
+    assert got.notes == ["left out: -G 0.5, -F (this shell has no such switches)"]
+    # InvokeAI's -U SCALE STRENGTH and --hires_fix are this shell's too: a refining pass at twice the size
+    assert (got.request.upscale, got.request.hires_fix) == ((2.0, 0.6), True)
 
 
 def test_recall_with_no_image_and_a_failed_switch_each_say_once(tiny_config, tmp_path, caplog):

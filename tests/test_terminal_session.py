@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from invoke_shell.shell.terminal_view import fit_cells
+
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
 
@@ -45,7 +47,7 @@ def test_a_session_in_a_real_terminal(tiny_config, tmp_path):
     exe = Path(sys.executable).parent / "invoke-shell"
     out = tmp_path / "o"
     command = (
-        f"OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 {exe} --config {tiny_config} --outdir {out} --history {tmp_path / 'h'}"
+        f"OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 COLORTERM=truecolor {exe} --config {tiny_config} --outdir {out} --history {tmp_path / 'h'}"
         "; echo exit status $?"
     )
     tmux = Tmux(tmp_path)
@@ -57,6 +59,12 @@ def test_a_session_in_a_real_terminal(tiny_config, tmp_path):
         tmux.keys("a red circle -s 3 -S 5", "Enter")
         tmux.wait_for("000001.5.png")
         assert Image.open(out / "img-samples" / "000001.5.png").size == (64, 64)
+        # !show draws it as large as the 150x45 terminal shows it whole: 84 columns by 42 lines
+        tmux.keys("!show", "Enter")
+        lines = tmux.wait_for(f">> {out / 'img-samples' / '000001.5.png'}").splitlines()
+        start = max(i for i, line in enumerate(lines) if line.startswith("invoke> !show"))
+        end = max(i for i, line in enumerate(lines) if line.startswith(">> ") and "000001.5.png" in line)
+        assert end - start - 1 == fit_cells((64, 64), (150, 45)).rows == 42
         # a bad line: the message appears under it and nothing runs
         tmux.keys("a cat -s 3 --bogus 2", "Enter")
         screen = tmux.wait_for("unknown switch --bogus")
@@ -70,6 +78,20 @@ def test_a_session_in_a_real_terminal(tiny_config, tmp_path):
         # the model is still loaded: the next line runs at once
         tmux.keys("a blue circle -s 3 -S 6", "Enter")
         tmux.wait_for("000002.6.png")
+        tmux("clear-history", "-t", "shell")
+        # keys typed while the shell waits for a job (here !schedule behind a queued line) stay
+        # off the screen until the next prompt, instead of landing between the worker's lines
+        tmux.keys("a green square -s 40 -S 20 -n 2", "Enter")
+        tmux.keys("!schedule -s 3", "Enter")
+        for word in ("one ", "two ", "three ", "four "):
+            tmux.keys("-l", word)
+            time.sleep(0.3)
+        screen = tmux.wait_for(">> plot:")
+        time.sleep(0.5)
+        screen = tmux.screen()
+        typed = [line for line in screen.splitlines() if "two" in line or "four" in line]
+        assert typed == ["invoke> one two three four "] or typed == ["invoke> one two three four"], screen
+        tmux.keys("C-u")
         # quit with lines queued, then Ctrl-C as the screen suggests: they stop, the shell exits 0
         tmux.keys("a long one -s 500 -S 10", "Enter")
         tmux.keys("and another -s 500 -S 11", "Enter")
@@ -83,4 +105,5 @@ def test_a_session_in_a_real_terminal(tiny_config, tmp_path):
         tmux("kill-server")
     assert "exit status 0" in screen, screen
     assert "Traceback" not in screen and "Unhandled exception" not in screen and "terminate called" not in screen
-    assert sorted(p.name for p in (out / "img-samples").glob("*.png")) == ["000001.5.png", "000002.6.png"]
+    made = sorted(p.name for p in (out / "img-samples").glob("*.png"))
+    assert made == ["000001.5.png", "000002.6.png", "000003.20.png", "000004.21.png"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 from PIL import Image
 
-from invoke_shell.shell.terminal_view import toolbar_rows
+from invoke_shell.shell.terminal_view import fit_cells, fitted, toolbar_rows
 
 
 def test_toolbar_preview_is_half_blocks_with_the_picture_colours():
@@ -48,3 +50,54 @@ def test_preview_fills_the_toolbar_while_the_image_is_made(make_shell):
     assert shell.worker.cancel_running()
     run.join(timeout=60)
     assert shell.worker.status().preview is None and isinstance(shell.toolbar(), str)  # gone once it stops
+
+
+@pytest.mark.parametrize(
+    ("picture", "terminal", "cell_px", "cells"),
+    [
+        # half-blocks (one pixel across, two down per cell): as large as the lines allow
+        ((64, 64), (200, 50), None, (94, 47)),  # was 32x16 whatever the terminal
+        ((64, 64), (80, 24), None, (42, 21)),
+        ((600, 350), (200, 50), None, (161, 47)),  # the !schedule plot: was 32x10
+        ((1024, 224), (200, 50), None, (198, 22)),  # a wide contact sheet: the width limits
+        ((64, 64), (200, 50), (10, 20), (90, 45)),  # kitty/iTerm2: 14x whole pixels, 896 px
+        ((64, 64), (80, 24), (9, 18), (36, 18)),  # 5x: 320 px in 21 lines of 18 px
+        ((2048, 1024), (80, 24), (9, 18), (78, 20)),  # larger than the screen: reduced, not by whole steps
+    ],
+)
+def test_pictures_fill_the_terminal_keeping_their_shape(picture, terminal, cell_px, cells):
+    got = fit_cells(picture, terminal, cell_px)
+    assert (got.columns, got.rows) == cells
+    assert got.columns <= terminal[0] - 2 and got.rows <= terminal[1] - 3  # the prompt stays on screen
+    ratio = picture[0] / picture[1]
+    if cell_px is None:  # a cell is 1x2 pixels: columns / (2 rows) is the picture's aspect ratio
+        assert abs(got.columns / (2 * got.rows) - ratio) < 0.05 * ratio
+    else:
+        assert got.scale < 1 or got.scale == int(got.scale)  # enlarged: each pixel a whole square
+        assert got.columns * cell_px[0] >= picture[0] * got.scale > (got.columns - 1) * cell_px[0]
+
+
+def test_graphics_enlarge_by_whole_pixels_and_pad_the_last_cell():
+    img = Image.new("RGB", (64, 64), (0, 0, 255))
+    img.putpixel((0, 0), (255, 0, 0))
+    cells = fit_cells(img.size, (200, 50), (10, 20))
+    shown = fitted(img, cells, (10, 20))
+    assert shown.size == (900, 900) and cells.scale == 14
+    px = np.asarray(shown)
+    assert (px[:14, :14, :3] == (255, 0, 0)).all() and (px[14, 14, :3] == (0, 0, 255)).all()
+    assert (px[:896, :896, 3] == 255).all() and (px[896:, :, 3] == 0).all()  # transparent past the picture
+
+
+def test_half_blocks_get_exactly_the_pixels_the_cells_show():
+    img = Image.new("RGB", (64, 64), (0, 0, 255))
+    cells = fit_cells(img.size, (200, 50))
+    assert fitted(img, cells, None).size == (cells.columns, 2 * cells.rows)
+
+
+def test_live_preview_takes_a_share_of_the_lines(monkeypatch):
+    import invoke_shell.shell.terminal_view as view
+
+    monkeypatch.setattr(view, "terminal_size", lambda: (200, 50))
+    rows = toolbar_rows(Image.new("RGB", (64, 64), (255, 0, 0)))
+    assert sum(text == "\n" for _, text in rows) == 17  # 40 % of 50 lines less 3: was 8 in any terminal
+    assert sum(text == "▀" for _, text in rows) == 34 * 17

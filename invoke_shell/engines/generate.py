@@ -1,8 +1,9 @@
-"""txt2img and img2img on one set of components and one scheduler module.
+"""txt2img, img2img and inpainting on one set of components and one scheduler module.
 
-img2img is txt2img started part-way down the schedule: both run diffusers' own pipelines
-(StableDiffusionPipeline and StableDiffusionImg2ImgPipeline.from_pipe over the same modules,
-so the weights are in memory once), with a fresh scheduler per request and a per-step callback.
+img2img is txt2img started part-way down the schedule: all run diffusers' own pipelines
+(StableDiffusionPipeline, and StableDiffusionImg2ImgPipeline / StableDiffusionInpaintPipeline
+.from_pipe over the same modules, so the weights are in memory once), with a fresh scheduler per
+request and a per-step callback. --hires_fix and -U add a second, img2img pass at a larger size.
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from invoke_shell import schedulers
 from invoke_shell.engines import cost
+from invoke_shell.engines.adapters import Adapters
 from invoke_shell.engines.prompts import PromptEncoder
 from invoke_shell.engines.stop_points import stop_points
 from invoke_shell.engines.tap import StepTap
 from invoke_shell.errors import Cancelled
-from invoke_shell.line.requests import ImageRequest
+from invoke_shell.line.requests import ImageRequest, hires_size, hires_strength, upscales_init
 
 TILE_ABOVE_PIXELS = 1024 * 1024  # the VAE's peak memory grows with pixels; above this it works in tiles
 
@@ -58,12 +60,14 @@ class Engine:
     about any single request is stored here."""
 
     def __init__(self, pipe: Any) -> None:
-        from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
+        from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline, StableDiffusionPipeline
 
         self.txt2img = pipe if type(pipe) is StableDiffusionPipeline else StableDiffusionPipeline.from_pipe(pipe)
         self._img2img_cls = StableDiffusionImg2ImgPipeline
+        self._inpaint_cls = StableDiffusionInpaintPipeline  # a 9-channel inpainting UNet uses its own channels
         self.base_scheduler_config: dict[str, Any] = dict(pipe.scheduler.config)
         self.prompts = PromptEncoder(self.txt2img)
+        self.adapters = Adapters(self.txt2img)  # LoRAs and embeddings the prompts name
         self._speed: cost.Speed | None = None  # measured the first time a large image is asked for
 
     @property
@@ -81,6 +85,13 @@ class Engine:
     def free_memory(self) -> int | None:
         return cost.free_memory(self.device)
 
+    def move_to(self, device: str) -> None:
+        """All the components (shared by every pipeline view) to `device`: a model kept while
+        another one holds the GPU waits on the CPU."""
+        self.txt2img.to(device)
+        if device == "cpu" and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
     @property
     def device(self) -> torch.device:
         device: torch.device = self.txt2img.unet.device
@@ -92,41 +103,90 @@ class Engine:
         init_image: Image.Image | None = None,
         on_step: Callable[[StepState], None] | None = None,
         cancel: threading.Event | None = None,
+        mask: Image.Image | None = None,
     ) -> GenerationResult:
-        """One image. `init_image` is the picture of `req.init_img`, already read and sized."""
+        """One image. `init_image` is the picture of `req.init_img`, already read and sized;
+        `mask` ("L" at its size, 255 = repaint) makes it an inpaint. With --hires_fix or -U a
+        second, img2img pass refines the picture upscaled; steps are reported for the first."""
         t0 = time.perf_counter()
-        seed = req.seed
         # 1. check
         if (req.init_img is None) != (init_image is None):
             raise ValueError("an init image must come with init_img set, and only then")
-        strength = req.strength if init_image is not None else None
-        schedule = schedulers.schedule_length(req.steps, strength, req.exact_steps)
-        steps_run = schedulers.steps_run(schedule, strength)
-        if init_image is not None and steps_run == 0:
-            pixels = np.asarray(init_image.convert("RGB"), dtype=np.float32) / 255.0
-            why = "strength 0" if req.strength == 0 else f"{schedule} x {req.strength} rounds down to 0 steps"
-            return GenerationResult(
-                init_image.convert("RGB"),
-                pixels,
-                0,
-                schedule,
-                time.perf_counter() - t0,
-                note=f"{why}: the init image is returned unchanged",
-            )
-        # 2. a fresh scheduler and a pipeline view over the shared components
-        scheduler = schedulers.build(req.sampler, self.base_scheduler_config, seed)
-        schedulers.check_fits(req.sampler, scheduler, schedule)
-        if init_image is None:
-            pipe = type(self.txt2img).from_pipe(self.txt2img, scheduler=scheduler)
-            inputs: dict[str, Any] = {"height": req.height, "width": req.width}
+        if mask is not None and (init_image is None or mask.size != init_image.size):
+            raise ValueError("a mask must come with an init image of its size")
+        notes = []
+        schedule = steps_run = 0
+        if upscales_init(req) and init_image is not None:  # -U -I: the init image is the first pass
+            pixels = _pixels(init_image)
         else:
+            strength = req.strength if init_image is not None else None
+            schedule = schedulers.schedule_length(req.steps, strength, req.exact_steps)
+            steps_run = schedulers.steps_run(schedule, strength)
+            if mask is not None and not np.asarray(mask).any():
+                steps_run, why = 0, "nothing to repaint"
+            elif init_image is not None and steps_run == 0:
+                why = "strength 0" if req.strength == 0 else f"{schedule} x {req.strength} rounds down to 0 steps"
+            if init_image is not None and steps_run == 0:
+                pixels = _pixels(init_image)
+                notes.append(f"{why}: the init image is returned unchanged")
+            else:
+                pixels = self._denoise(req, schedule, (req.width, req.height), init_image, mask, on_step, cancel)
+            if mask is not None and init_image is not None and steps_run:
+                pixels = composite(_pixels(init_image), pixels, mask, req.mask_blur)
+        # 2. the refining pass at the larger size
+        larger = hires_size(req)
+        if larger is not None:
+            strength = hires_strength(req)
+            refine_schedule = schedulers.schedule_length(req.steps, strength, req.exact_steps)
+            refine_steps = schedulers.steps_run(refine_schedule, strength)
+            if refine_steps == 0:
+                pixels = _pixels(_picture(pixels).resize(larger, Image.Resampling.LANCZOS))
+                notes.append(f"upscaled to {larger[0]}x{larger[1]} without refining (strength {strength} runs 0 steps)")
+            else:
+                start = self._upscaled(pixels, larger, req.hires_upscaler)
+                refine = req.with_(strength=strength)
+                pixels = self._denoise(refine, refine_schedule, larger, start, None, None, cancel)
+            steps_run += refine_steps
+            schedule = schedule or refine_schedule
+        # 3. return
+        image = _picture(pixels)
+        note = "; ".join(notes) or None
+        return GenerationResult(image, pixels, steps_run, schedule, time.perf_counter() - t0, note=note)
+
+    def _denoise(
+        self,
+        req: ImageRequest,
+        schedule: int,
+        size: tuple[int, int],
+        image: Image.Image | torch.Tensor | None,
+        mask: Image.Image | None,
+        on_step: Callable[[StepState], None] | None,
+        cancel: threading.Event | None,
+    ) -> np.ndarray:
+        """One run of diffusers' own pipeline: txt2img without `image`, img2img with it (a
+        picture, or latents), inpaint with a mask. Returns float pixels HxWx3 in [0, 1]."""
+        width, height = size
+        # a fresh scheduler and a pipeline view over the shared components
+        scheduler = schedulers.build(req.sampler, self.base_scheduler_config, req.seed)
+        schedulers.check_fits(req.sampler, scheduler, schedule)
+        if image is None:
+            pipe = type(self.txt2img).from_pipe(self.txt2img, scheduler=scheduler)
+            inputs: dict[str, Any] = {"height": height, "width": width}
+        elif mask is None:
             pipe = self._img2img_cls.from_pipe(self.txt2img, scheduler=scheduler)
-            inputs = {"image": init_image.convert("RGB"), "strength": req.strength}
+            picture = image.convert("RGB") if isinstance(image, Image.Image) else image
+            inputs = {"image": picture, "strength": req.strength}
+        else:
+            # a 4-channel UNet: diffusers blends the init's latents back outside the mask each step;
+            # the mask is widened to whole latent cells, so every pixel to repaint is in one
+            pipe = self._inpaint_cls.from_pipe(self.txt2img, scheduler=scheduler)
+            cells = latent_cells(mask, int(self.txt2img.vae_scale_factor))
+            inputs = {"image": image, "mask_image": cells, "strength": req.strength, "height": height, "width": width}
         pipe.set_progress_bar_config(disable=True)
         tap = StepTap(scheduler)
         done = [0]  # steps finished, for the step a stop inside a model call reports
 
-        # 3. denoise, reporting each step; Ctrl-C raises from the callback to stop at once
+        # denoise, reporting each step; Ctrl-C raises from the callback to stop at once
         def callback(p: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
             if on_step is not None:
                 total = p.num_timesteps
@@ -142,13 +202,13 @@ class Engine:
                 raise Cancelled(i + 1)
             return {}
 
-        generator = torch.Generator("cpu").manual_seed(seed)  # CPU noise: same picture on any device
-        if init_image is None:
+        generator = torch.Generator("cpu").manual_seed(req.seed)  # CPU noise: same picture on any device
+        if image is None:
             # draw the starting noise as diffusers would (same generator, same dtype), so that
             # variations can blend it and the generator goes on to feed ancestral samplers
             inputs["latents"] = self.noise(req, generator)
         p = self.txt2img
-        with stop_points([p.text_encoder, p.unet, p.vae], cancel, lambda: done[0]), self._tiled(req):
+        with stop_points([p.text_encoder, p.unet, p.vae], cancel, lambda: done[0]), self._tiled(width, height):
             if self.prompts.needs_compel(req.positive, req.negative):  # weights or a long prompt
                 cond, uncond = self.prompts.encode(req.positive, req.negative)
                 text: dict[str, Any] = {"prompt_embeds": cond, "negative_prompt_embeds": uncond}
@@ -164,17 +224,30 @@ class Engine:
                 callback_on_step_end_tensor_inputs=["latents"],
                 **inputs,
             )
-        # 4. return
-        pixels = out.images[0].astype(np.float32)
-        image = Image.fromarray((pixels * 255).round().astype(np.uint8))
-        return GenerationResult(image, pixels, steps_run, schedule, time.perf_counter() - t0)
+        pixels: np.ndarray = out.images[0].astype(np.float32)
+        return pixels
+
+    def _upscaled(self, pixels: np.ndarray, size: tuple[int, int], how: str) -> Image.Image | torch.Tensor:
+        """The first pass at the refining size: its picture by Lanczos, or its latents (the picture
+        encoded by the VAE) by bilinear interpolation, as AUTOMATIC1111's "Latent" upscaler."""
+        picture = _picture(pixels)
+        if how == "lanczos":
+            return picture.resize(size, Image.Resampling.LANCZOS)
+        vae, factor = self.txt2img.vae, int(self.txt2img.vae_scale_factor)
+        x = self.txt2img.image_processor.preprocess(picture).to(vae.device, vae.dtype)
+        with torch.no_grad():
+            latents = vae.encode(x).latent_dist.mode() * vae.config.scaling_factor
+        grown: torch.Tensor = torch.nn.functional.interpolate(
+            latents.float(), size=(size[1] // factor, size[0] // factor), mode="bilinear", align_corners=False
+        ).to(vae.dtype)
+        return grown
 
     @contextmanager
-    def _tiled(self, req: ImageRequest) -> Iterator[None]:
+    def _tiled(self, width: int, height: int) -> Iterator[None]:
         """Large images are encoded and decoded by the VAE in tiles: memory stays bounded, and
         Ctrl-C stops between tiles. Below the threshold the picture is the untiled one."""
         vae = self.txt2img.vae
-        if req.width * req.height <= TILE_ABOVE_PIXELS or not hasattr(vae, "enable_tiling"):
+        if width * height <= TILE_ABOVE_PIXELS or not hasattr(vae, "enable_tiling"):
             yield
             return
         vae.enable_tiling()
@@ -199,6 +272,36 @@ class Engine:
             x = vae.decode(latents.to(vae.device, vae.dtype) / vae.config.scaling_factor).sample
         image: Image.Image = self.txt2img.image_processor.postprocess(x.float(), output_type="pil")[0]
         return image
+
+
+def _pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def _picture(pixels: np.ndarray) -> Image.Image:
+    return Image.fromarray((pixels * 255).round().astype(np.uint8))
+
+
+def latent_cells(mask: Image.Image, factor: int) -> Image.Image:
+    """The mask widened to whole factor x factor cells: a latent cell is repainted when any of
+    its pixels is (diffusers samples one pixel per cell when it shrinks the mask)."""
+    a = np.asarray(mask) > 127
+    h, w = a.shape
+    cells = a.reshape(h // factor, factor, w // factor, factor).any(axis=(1, 3))
+    full = np.repeat(np.repeat(cells, factor, axis=0), factor, axis=1)
+    return Image.fromarray(full.astype(np.uint8) * 255, "L")
+
+
+def composite(init: np.ndarray, made: np.ndarray, mask: Image.Image, blur: int) -> np.ndarray:
+    """The init image's own pixels where nothing is repainted, the new ones where the mask is
+    white, and the seam blended over about `blur` pixels into the kept side (the repainted side
+    stays wholly new: under it may be erased black)."""
+    weight = np.asarray(mask, dtype=np.float32) / 255.0
+    if blur:
+        soft = np.asarray(mask.filter(ImageFilter.GaussianBlur(blur / 2)), dtype=np.float32) / 255.0
+        weight = np.maximum(weight, np.minimum(1.0, 2 * soft))  # 2x: the blur's half-height sits on the edge
+    blended: np.ndarray = init * (1 - weight[..., None]) + made * weight[..., None]
+    return blended
 
 
 def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor, threshold: float = 0.9995) -> torch.Tensor:

@@ -87,13 +87,40 @@ def fetch(path: Path, model_defaults: Mapping[str, Any]) -> Fetched:
             continue
         if refused:
             got.notes.insert(0, f"{refused}; the command is from {key} instead")
-        return got
+        return _saved_mask(path, got)
     if refused:
         raise UsageError(f"{name}: {refused}", _REDO)
     raise UsageError(
         f"{name} carries no generation metadata (no Dream, sd-metadata or parameters chunk)",
         "it was not written by invoke-shell, InvokeAI or AUTOMATIC1111, or its text chunks were stripped",
     )
+
+
+def fetch_template(path: Path, model_defaults: Mapping[str, Any]) -> Fetched:
+    """`!fetch --template`: the whole line, template and all, that made one of its images."""
+    name = escaped(str(path))
+    raw = read_chunks(path).get("sd-metadata")
+    try:
+        line = json.loads(raw)["image"].get("template_line") if raw else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        line = None
+    if not isinstance(line, str):
+        raise UsageError(
+            f"{name} was not made from a prompt template",
+            "!fetch it without --template: its command makes this image",
+        )
+    return _checked(_from_dream(line, model_defaults, whole_line=True), model_defaults)
+
+
+def _saved_mask(path: Path, got: Fetched) -> Fetched:
+    """An inpainted image's -M is replayed from the mask saved beside it (the repainted region
+    exactly as used, already inverted and sized), so a moved or edited mask file does not matter."""
+    saved = path.with_name(path.name.removesuffix(".png") + ".mask.png")
+    if got.request.init_mask is None or not saved.is_file():
+        return got
+    line = got.request.with_(init_mask=str(saved), invert_mask=False)
+    note = f"-M: the mask saved beside it, {escaped(saved.name)}"
+    return Fetched(line, got.source, [*got.notes, note])
 
 
 def listing(paths: Iterable[Path], model_defaults: Mapping[str, Any]) -> Iterator[str]:
@@ -132,7 +159,7 @@ def _no_controls(text: str, source: str) -> None:
         raise UsageError(f"its {source} chunk holds a control character {bad!r}", _REDO)
 
 
-def _from_dream(text: str, model_defaults: Mapping[str, Any]) -> Fetched:
+def _from_dream(text: str, model_defaults: Mapping[str, Any], whole_line: bool = False) -> Fetched:
     # InvokeAI writes switches this shell lacks (-U 2 0.6, -G 0.5, --hires_fix): the rest still holds
     text, unknown = drop_unknown_switches(text)
     try:
@@ -142,15 +169,21 @@ def _from_dream(text: str, model_defaults: Mapping[str, Any]) -> Fetched:
     if not isinstance(line, LineRequest):
         raise UsageError("its Dream command is not a generation command", _REDO)
     # a PNG records one image: switches of a whole line (-o, -n, sweeps ...) are left out, so a
-    # file cannot choose where the next images go
-    extra = {sw.name: sw.default for sw in SWITCHES if sw.scope == "line" and getattr(line, sw.name) != sw.default}
-    notes = [f"its Dream command also sets {BY_NAME[n].shown}; left out (a PNG records one image)" for n in extra]
+    # file cannot choose where the next images go; a template's whole line keeps all but -o
+    extra = {
+        sw.name: sw.default
+        for sw in SWITCHES
+        if sw.scope == "line" and getattr(line, sw.name) != sw.default and (not whole_line or sw.name == "outdir")
+    }
+    why = "a file does not choose where images go" if whole_line else "a PNG records one image"
+    notes = [f"its Dream command also sets {BY_NAME[n].shown}; left out ({why})" for n in extra]
     if unknown:
         notes.append(f"left out: {', '.join(unknown)} (this shell has no such switches)")
-    if line.sweep:
+    if line.sweep and not whole_line:
         swept = ", ".join(BY_NAME[n].shown for n, _ in line.sweep)
         notes.append(f"its Dream command sweeps {swept}; only the first value is kept")
-    return Fetched(line.with_(**extra, sweep=()), "Dream", notes)
+        extra["sweep"] = ()
+    return Fetched(line.with_(**extra), "Dream", notes)
 
 
 def _request(
@@ -238,6 +271,7 @@ def from_invokeai_json(raw: str, model_defaults: Mapping[str, Any]) -> Fetched:
     if image.get("type") == "img2img" or image.get("init_image_path"):
         values["init_img"] = ("init_image_path", image.get("init_image_path"))
         values["strength"] = ("strength", image.get("strength"))
+        values["init_mask"] = ("init_mask", image.get("init_mask"))  # InvokeAI 2.x's key, and ours
     values["with_variations"] = ("variations", _variations(image.get("variations")))
     negative = _text(image.get("negative_prompt"), "negative_prompt")
     return _request(_prompt(image.get("prompt")), negative, values, model_defaults, "sd-metadata", notes)
@@ -278,7 +312,17 @@ def from_a1111(raw: str, model_defaults: Mapping[str, Any]) -> Fetched:
         "sampler": ("Sampler", sampler),
     }
     strength = params.pop("Denoising strength", None)
-    if strength is not None:
+    if "Hires upscale" in params:  # txt2img's hires pass: its strength is the Denoising strength
+        values["hires_fix"] = ("Hires upscale", "true")
+        values["hires_scale"] = ("Hires upscale", params.pop("Hires upscale"))
+        upscaler = params.pop("Hires upscaler", "")
+        if upscaler.lower() in ("lanczos", "latent"):
+            values["hires_upscaler"] = ("Hires upscaler", upscaler.lower())
+        elif upscaler:
+            notes.append(f"Hires upscaler: {upscaler} has no equivalent here; Lanczos is used")
+        if strength is not None:
+            values["hires_strength"] = ("Denoising strength", strength)
+    elif strength is not None:
         values["strength"] = ("Denoising strength", strength)
         notes.append("Denoising strength given but no init image path: add -I PATH")
     params.pop("Model hash", None)

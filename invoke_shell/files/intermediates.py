@@ -28,7 +28,7 @@ Render = Callable[["StepState"], tuple[Image.Image, Image.Image | None]]
 
 
 def approx_render(previewer: Callable[..., Image.Image]) -> Render:
-    """x_t and x0 pictures through the fast latent-to-RGB map."""
+    """x_t and x0 pictures through the model's fast previewer (its decoder, or the linear map)."""
 
     def render(s: StepState) -> tuple[Image.Image, Image.Image | None]:
         return previewer(s.latents * s.preview_scale), previewer(s.denoised) if s.denoised is not None else None

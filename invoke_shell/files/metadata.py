@@ -14,7 +14,7 @@ from typing import Any
 
 from invoke_shell import schedulers
 from invoke_shell.line.parsing import format_request
-from invoke_shell.line.requests import ImageRequest
+from invoke_shell.line.requests import ImageRequest, hires_size, hires_strength
 
 APP_ID = "invoke-shell"
 try:
@@ -53,6 +53,29 @@ def sd_metadata(req: ImageRequest, model: ModelInfo, steps_run: int, schedule_st
         "negative_prompt": req.negative,
         "command": format_request(req),
     }
+    if req.init_mask or req.outcrop:
+        image["init_mask"] = req.init_mask  # InvokeAI 2.x's key; the mask used lies beside as NNNNNN.SEED.mask.png
+        image["invert_mask"] = req.invert_mask
+        image["mask_blur"] = req.mask_blur
+        image["outcrop"] = [{"side": side, "pixels": px} for side, px in req.outcrop]
+    if req.init_img:
+        image["resize_mode"] = req.resize_mode
+    larger = hires_size(req)
+    if larger is not None:  # the second pass; width and height above are the first
+        image["hires_fix"] = req.hires_fix
+        image["upscale"] = list(req.upscale)
+        image["hires"] = {
+            "width": larger[0],
+            "height": larger[1],
+            "strength": hires_strength(req),
+            "upscaler": req.hires_upscaler,
+        }
+    if req.loras:  # named in the prompt; their files' hashes, as the session read them
+        hashes = dict(req.lora_hashes)
+        image["loras"] = [{"name": n, "weight": w, "hash": hashes.get(n)} for n, w in req.loras]
+    if req.prompt_template is not None:  # the prompt is one expansion of this template
+        image["prompt_template"] = req.prompt_template
+        image["template_line"] = req.template_line
     return {
         "model": "stable diffusion",
         "model_weights": model.name,
@@ -65,7 +88,8 @@ def sd_metadata(req: ImageRequest, model: ModelInfo, steps_run: int, schedule_st
 
 
 def a1111_parameters(req: ImageRequest, model: ModelInfo) -> str:
-    lines = [req.positive]
+    tags = "".join(f" <lora:{name}:{weight:g}>" for name, weight in req.loras)  # in the prompt, as it writes them
+    lines = [req.positive + tags]
     if req.negative:
         lines.append(f"Negative prompt: {req.negative}")
     fields = [
@@ -77,8 +101,16 @@ def a1111_parameters(req: ImageRequest, model: ModelInfo) -> str:
         f"Model hash: {model.hash}",
         f"Model: {model.name}",
     ]
-    if req.init_img:
-        fields.append(f"Denoising strength: {req.strength:g}")
+    larger = hires_size(req)
+    if req.init_img or larger is not None:  # txt2img with a hires pass: its strength, as AUTOMATIC1111 writes
+        fields.append(f"Denoising strength: {req.strength if req.init_img else hires_strength(req):g}")
+    if req.init_mask or req.outcrop:
+        fields.append(f"Mask blur: {req.mask_blur}")
+    if larger is not None:  # AUTOMATIC1111's own keys for the second pass
+        scale = req.upscale[0] if req.upscale else req.hires_scale
+        fields += [f"Hires upscale: {scale:g}", f"Hires upscaler: {req.hires_upscaler.capitalize()}"]
+    if req.lora_hashes:
+        fields.append('Lora hashes: "' + ", ".join(f"{n}: {h}" for n, h in req.lora_hashes) + '"')
     lines.append(", ".join(fields))
     return "\n".join(lines)
 

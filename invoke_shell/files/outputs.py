@@ -1,6 +1,7 @@
 """Where results land. Every file the program writes is named and written here.
 
 <outdir>/img-samples/NNNNNN.SEED.png          an image, its command in three metadata chunks
+<outdir>/img-samples/NNNNNN.SEED.mask.png     an inpainted image's mask (white: repainted)
 <outdir>/img-samples/NNNNNN.SEED.grid.png     -n ... -g; .sweep.png for a sweep's labelled sheet
 <outdir>/img-samples/invoke_log.md            one line per file: time, name, command
 <outdir>/img-samples/intermediates/NNNNNN.SEED/   per-step latents and previews
@@ -18,13 +19,14 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 import re
 import secrets
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
@@ -37,6 +39,7 @@ from invoke_shell.line.requests import ImageRequest
 if TYPE_CHECKING:
     from invoke_shell.engines.generate import StepState
 
+SHEET_KEY = "invoke-sheet"  # a labelled sheet's layout, as JSON
 _NUMBERED = re.compile(r"^(\d{6})\.")
 LOG_NAME = "invoke_log.md"
 _WHERE_HINT = "choose a folder you can write to: -o DIR for a line, --outdir DIR at launch"
@@ -90,9 +93,30 @@ def write_image(
     return path, _log_or_note(outdir, chunks["Dream"], path)  # the command is written once, read here
 
 
-def write_sheet(outdir: Path, seed: int, image: Image.Image, command: str, suffix: str) -> tuple[Path, str | None]:
-    """A grid or sweep sheet, storing the command of the whole line."""
-    path = _write_png(samples_dir(outdir), seed, image, {"Dream": command}, suffix=suffix)
+def mask_path(image_path: Path) -> Path:
+    """Where an inpainted image's mask lies: beside it, NNNNNN.SEED.mask.png."""
+    return image_path.with_name(image_path.name.removesuffix(".png") + ".mask.png")
+
+
+def write_mask(image_path: Path, mask: Image.Image) -> Path:
+    """The mask an image was inpainted with (white: repainted), beside the image."""
+    path = mask_path(image_path)
+    try:
+        _atomic(path, lambda tmp: mask.save(tmp, format="PNG"))
+    except OSError as e:
+        raise _write_error(f"could not save the mask {path.name}", e) from None
+    return path
+
+
+def write_sheet(
+    outdir: Path, seed: int, image: Image.Image, command: str, suffix: str, layout: dict[str, Any] | None = None
+) -> tuple[Path, str | None]:
+    """A grid or labelled sheet, storing the command of the whole line and, for a labelled one,
+    what each cell shows (`invoke-sheet`: its labels and the file of each image)."""
+    chunks = {"Dream": command}
+    if layout is not None:
+        chunks[SHEET_KEY] = json.dumps(layout)
+    path = _write_png(samples_dir(outdir), seed, image, chunks, suffix=suffix)
     return path, _log_or_note(outdir, command, path)
 
 

@@ -3,7 +3,8 @@
 `labelled_sheet` is the one builder for every labelled sheet: sweep sheets (a value per row
 and column), contact sheets of a sampler's steps (x_t above x0, a label per step) and the
 embedded model's evaluation strips (a prompt per row, a strength per column). The unlabelled
-`-n ... -g` grid is diffusers' own `make_image_grid`. Sheets are returned, never written here.
+`-n ... -g` grid is tiles with a small gap, shaped to leave no cell empty where it can.
+Sheets are returned, never written here.
 """
 
 from __future__ import annotations
@@ -48,12 +49,36 @@ def labelled_sheet(
     return sheet
 
 
-def grid(images: Sequence[Image.Image]) -> Image.Image:
-    """The images side by side in rows, as square as the count allows (empty cells black)."""
-    from diffusers.utils import make_image_grid
+def labelled_tiles(
+    rows: Sequence[Sequence[Image.Image | None]], labels: Sequence[Sequence[str]], min_tile: int = 0
+) -> Image.Image:
+    """Tiles in rows, each with its own label above it (a band per row of tiles)."""
+    bands = [labelled_sheet([row], row_labels, min_tile=min_tile) for row, row_labels in zip(rows, labels, strict=True)]
+    sheet = Image.new("RGB", (max(b.width for b in bands), sum(b.height for b in bands)), (255, 255, 255))
+    top = 0
+    for band in bands:
+        sheet.paste(band, (0, top))
+        top += band.height
+    return sheet
 
-    cols = math.ceil(math.sqrt(len(images)))
-    rows = math.ceil(len(images) / cols)
-    blank = Image.new("RGB", images[0].size)
-    sheet: Image.Image = make_image_grid([*images, *[blank] * (rows * cols - len(images))], rows, cols)
+
+GAP = 4  # pixels of white between the tiles of a grid
+
+
+def grid_shape(count: int) -> tuple[int, int]:
+    """Rows and columns for `count` tiles: the fewest empty cells, then the squarest, at least as
+    wide as tall and at most three times (8 images: 2 x 4, not 3 x 3 with a hole)."""
+    shapes = [(math.ceil(count / cols), cols) for cols in range(1, count + 1)]
+    fitting = [(r, c) for r, c in shapes if r <= c <= 3 * r]
+    return min(fitting, key=lambda rc: (rc[0] * rc[1] - count, abs(rc[1] - rc[0])))
+
+
+def grid(images: Sequence[Image.Image]) -> Image.Image:
+    """The images in rows, as square as the count allows, with a small white gap between tiles;
+    cells past the last image stay white."""
+    rows, cols = grid_shape(len(images))
+    w, h = images[0].size
+    sheet = Image.new("RGB", (cols * w + (cols - 1) * GAP, rows * h + (rows - 1) * GAP), (255, 255, 255))
+    for i, image in enumerate(images):
+        sheet.paste(image.convert("RGB"), ((i % cols) * (w + GAP), (i // cols) * (h + GAP)))
     return sheet

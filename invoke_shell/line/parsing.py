@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from invoke_shell.errors import CONTROL, UsageError, did_you_mean, named, quoted
+from invoke_shell.line import extras, templates
 from invoke_shell.line.requests import ImageRequest, LineRequest, ShellCommand
 from invoke_shell.line.switches import BY_LONG, BY_SHORT, SWITCHES, Switch, defaults
 from invoke_shell.schedulers import schedule_length
@@ -111,9 +112,20 @@ def build_line(prompt: str, values: dict[str, Any], model_defaults: Mapping[str,
         raise UsageError("the line has no prompt", 'type the prompt first, e.g. "a red circle" -s 25')
     if prompt.count("[") != prompt.count("]"):
         raise UsageError("unbalanced [ ] in the prompt", "close the negative prompt: a cat [blurry]")
+    extras.loras(prompt)  # a LoRA tag with a bad weight is refused here, before the line queues
+    if templates.is_template(prompt):
+        templates.check_syntax(prompt)
+    else:
+        for name in ("max_prompts", "random_prompts", "vary_seed"):
+            if name in values:
+                raise UsageError(
+                    f"{BY_LONG[name].shown} works on a prompt template, and this prompt has no {{…}} or __name__",
+                    "write the choices in braces, e.g. a {red|blue} circle, or leave out " + BY_LONG[name].shown,
+                )
     fields = defaults()
     fields.update({k: v for k, v in model_defaults.items() if k in fields})
     fields.update(values)
+    _check_init_switches(values, fields)
     if (fields["variation_amount"] or fields["with_variations"]) and fields["init_img"]:
         raise UsageError("variations work on txt2img images only", "leave out -I, or leave out -v/-V")
     strengths = dict(sweep).get("strength", (fields["strength"],))  # every image's, a sweep's too
@@ -136,6 +148,40 @@ def build_line(prompt: str, values: dict[str, Any], model_defaults: Mapping[str,
             s = fields[dim]
             raise UsageError(f"--{dim} must be a multiple of 8, got {s}", f"use {s - s % 8} or {s - s % 8 + 8}")
     return LineRequest(prompt=" ".join(prompt.split()), sweep=sweep, **fields)
+
+
+_INIT_ONLY = ("fit", "resize_mode", "init_mask", "invert_mask", "mask_blur", "outcrop")
+_HIRES_ONLY = ("hires_scale", "hires_strength", "hires_upscaler")
+
+
+def _check_init_switches(typed: Mapping[str, Any], fields: Mapping[str, Any]) -> None:
+    """Switches that shape an init image mean nothing without one, and some exclude each other."""
+    for name in _INIT_ONLY:
+        if name in typed and not fields["init_img"]:
+            raise UsageError(
+                f"{BY_LONG[name].shown} works on an init image, and the line has no -I",
+                f"add -I PATH (or -I -1 for the last image), or leave out {BY_LONG[name].shown}",
+            )
+    if "invert_mask" in typed and not fields["init_mask"]:
+        raise UsageError("--invert_mask inverts a mask, and the line has no -M", "add -M MASK.png")
+    for name in _HIRES_ONLY:
+        if name in typed and not fields["hires_fix"] and not fields["upscale"]:
+            raise UsageError(
+                f"{BY_LONG[name].shown} sets the refining pass of --hires_fix or -U, and the line has neither",
+                "add --hires_fix (draw, then upscale) or -U SCALE with -I (upscale the init image)",
+            )
+    alone = fields["upscale"] and fields["init_img"] and not fields["hires_fix"]  # -U upscales the init itself
+    if alone and (fields["outcrop"] or fields["init_mask"]):
+        other = "--outcrop" if fields["outcrop"] else "-M"
+        raise UsageError(
+            f"-U with -I upscales the init image as it is; it does not combine with {other}",
+            f"make the picture with {other} first, then upscale it: -I -1 -U 2",
+        )
+    if fields["fit"] and fields["resize_mode"] != "just":
+        raise UsageError(
+            f"--fit keeps the init image's shape, so --resize_mode {fields['resize_mode']} has nothing to do",
+            "use one: --fit (the output takes the image's shape) or --resize_mode (the output is -W x -H)",
+        )
 
 
 def _split_prompt(line: str) -> tuple[str, str]:
@@ -190,6 +236,9 @@ def parse_switches(text: str, notes: list[str] | None = None) -> dict[str, Any]:
             if i >= len(tokens):
                 raise UsageError(f"{sw.shown} needs a value", sw.usage())
             glued = tokens[i]
+            i += 1
+        while sw.words and i < len(tokens) and not _is_switch(tokens[i]):  # --outcrop top 32 left 16
+            glued += " " + tokens[i]
             i += 1
         earlier = values.pop(sw.name, None)
         if earlier is not None and notes is not None:
@@ -331,7 +380,8 @@ def format_request(req: LineRequest | ImageRequest) -> str:
         value = getattr(req, sw.name)
         if value is None or value is False or value == ():
             continue
-        if (sw.scope == "line" or (sw.needs and not getattr(req, sw.needs))) and value == sw.default:
+        quiet = sw.scope == "line" or not sw.write_default or (sw.needs and not getattr(req, sw.needs))
+        if quiet and value == sw.default:
             continue
         if value is True:
             parts.append(sw.flag)
@@ -343,4 +393,4 @@ def format_request(req: LineRequest | ImageRequest) -> str:
 
 def _flag_value(sw: Switch, values: tuple[Any, ...]) -> str:
     text = ",".join(sw.text(v) for v in values)
-    return f"{sw.flag} {shlex.quote(text) if sw.kind is str else text}"
+    return f"{sw.flag} {shlex.quote(text) if sw.kind is str and not sw.words else text}"

@@ -7,19 +7,21 @@ the benchmarks all call it.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from invoke_shell.errors import UsageError
 from invoke_shell.files.metadata import ModelInfo
+from invoke_shell.models.families import CONFIGS, FAMILIES, Family, check_shapes, clip_tokenizer, detect, read_header
 from invoke_shell.models.registry import ModelEntry
 
 if TYPE_CHECKING:
     import torch
 
     from invoke_shell.engines.generate import Engine
-    from invoke_shell.engines.previews import LatentPreviewer
+    from invoke_shell.engines.previews import Previewer
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 
@@ -28,24 +30,29 @@ PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 class LoadedModel:
     engine: Engine
     info: ModelInfo
-    previewer: LatentPreviewer  # the fast latents-to-RGB map for this model's family
+    previewer: Previewer  # the fast latents-to-RGB preview: the model's own decoder, else a linear map
+    summary: str = ""  # what was loaded and how: family, format, precision (said once on load)
 
 
 def load_model(
     entry: ModelEntry, device: str = "auto", precision: str = "auto", threads: int | None = None
 ) -> LoadedModel:
     from invoke_shell.engines.generate import Engine
-    from invoke_shell.engines.previews import LatentPreviewer
+    from invoke_shell.engines.previews import load_previewer
     from invoke_shell.logs import route_library_logs
 
     route_library_logs()  # imports diffusers/transformers, then sends their records to our log
     dev = pick_device(device)
-    pipe = load_pipeline(entry, dev, pick_dtype(precision, dev))
+    dtype = pick_dtype(precision, dev)
+    opened = open_pipeline(entry, dev, dtype, runs=ENGINE_FAMILIES)
+    pipe = opened.pipe
     set_threads(threads, dev, sum(p.numel() for p in pipe.unet.parameters()))
+    path = Path(pipe.config._name_or_path) if entry.repo_id else entry.path  # the snapshot folder
     return LoadedModel(
         Engine(pipe),
-        ModelInfo(entry.name, str(entry.path), model_hash(entry.path)),
-        LatentPreviewer.for_model(entry.path),
+        ModelInfo(entry.name, str(entry.path), model_hash(path)),
+        load_previewer(path),
+        f"{opened.how}, {opened.source}, {str(dtype).removeprefix('torch.')}",
     )
 
 
@@ -92,9 +99,35 @@ def pick_dtype(precision: str, device: str) -> torch.dtype:
 
 
 def load_pipeline(entry: ModelEntry, device: str, dtype: torch.dtype) -> Any:
-    """A StableDiffusionPipeline for `entry`, on `device` in `dtype`, from local files only."""
-    from diffusers import StableDiffusionPipeline
+    """A Stable Diffusion pipeline for `entry`, on `device` in `dtype`, from local files only."""
+    return open_pipeline(entry, device, dtype).pipe
 
+
+@dataclass(frozen=True)
+class Opened:
+    pipe: Any
+    family: Family
+    how: str  # how the family was told, e.g. "Stable Diffusion 2.x (from its text encoder keys)"
+    source: str  # "single file", "diffusers folder", "Hugging Face cache"
+
+
+PIPELINES = ("StableDiffusionPipeline", "StableDiffusionInpaintPipeline", "StableDiffusionXLPipeline")
+
+
+# what the shell's engine generates with; the loader itself reads every family
+ENGINE_FAMILIES = ("sd-1", "sd-1-inpaint", "sd-2", "sd-2-inpaint")
+
+
+def open_pipeline(
+    entry: ModelEntry, device: str, dtype: torch.dtype, runs: tuple[str, ...] = tuple(FAMILIES)
+) -> Opened:
+    """Load `entry` with no network: a diffusers folder, a Hugging Face cache entry (a folder
+    found by repo id), or a single-file checkpoint whose family is read from its keys and shapes
+    and built from the shipped config folder of that family."""
+    source = "diffusers folder"
+    if entry.repo_id is not None:
+        entry = replace(entry, path=cached_snapshot(entry))
+        source = "Hugging Face cache"
     path = entry.path
     if not path.exists():
         raise UsageError(
@@ -102,29 +135,169 @@ def load_pipeline(entry: ModelEntry, device: str, dtype: torch.dtype) -> Any:
         )
     check_weights(entry)
     if entry.is_single_file:
-        if entry.config is None or not entry.config.exists():
+        pipe, family, how = _single_file(entry, dtype, runs)
+        source = "single file"
+    else:
+        pipe, family, how = _folder(entry, dtype, runs)
+    wanted = entry.prediction_type or (family.prediction_type if entry.is_single_file else None)
+    if wanted and pipe.scheduler.config.get("prediction_type") != wanted:
+        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, prediction_type=wanted)
+    if entry.vae is not None:
+        pipe.vae = load_vae(entry, family, dtype)
+    return Opened(pipe.to(device), family, how, source)
+
+
+def _single_file(entry: ModelEntry, dtype: torch.dtype, runs: tuple[str, ...]) -> tuple[Any, Family, str]:
+    import diffusers
+
+    path = entry.path
+    try:
+        shapes = read_header(path) if path.suffix == ".safetensors" else pickle_shapes(entry)
+        if entry.family is not None:
+            family, how = FAMILIES[entry.family], f"{FAMILIES[entry.family].label} (family: in models.yaml)"
+        else:
+            detected = detect(shapes, path.name)
+            family, how = detected.family, detected.why
+        config = entry.config or CONFIGS / family.name
+        if entry.config is not None and not entry.config.is_dir():
             raise UsageError(
-                f"model {entry.name!r} is a single file and needs a diffusers config folder to load offline",
-                "set `config:` on its entry, e.g. config: sd-1.5 (shipped in configs/)",
+                f"its config folder {entry.config} does not exist",
+                f"leave `config:` out to use the shipped {family.name} configs, or fix the path",
             )
-        pipe = StableDiffusionPipeline.from_single_file(
-            str(path),
-            config=str(entry.config),
-            local_files_only=True,
-            dtype=dtype,
-            safety_checker=None,
-            requires_safety_checker=False,
+        _check_runs(family, runs)
+        check_shapes(shapes, path.name, config)
+    except UsageError as e:  # the file's own words, naming the model too
+        prefix = f"model {entry.name!r}: "
+        raise UsageError(e.message if e.message.startswith(prefix) else prefix + e.message, e.hint) from None
+    extra: dict[str, Any] = {}
+    if not (config / "tokenizer").is_dir():  # the shipped folders share one BPE table, built here
+        extra["tokenizer"] = clip_tokenizer(family.pads[0])
+        if len(family.pads) > 1:
+            extra["tokenizer_2"] = clip_tokenizer(family.pads[1])
+    if family.name != "sdxl":
+        extra.update(safety_checker=None, requires_safety_checker=False)
+    cls = getattr(diffusers, family.pipeline)
+    try:
+        pipe = cls.from_single_file(str(path), config=str(config), local_files_only=True, dtype=dtype, **extra)
+    except (ValueError, KeyError, RuntimeError) as e:  # keys the header promised but diffusers could not use
+        if "out of memory" in str(e).lower():
+            raise  # the session's out-of-memory message says that better
+        raise UsageError(
+            f"model {entry.name!r}: {path.name} could not be built as {family.label}: {str(e).splitlines()[0][:200]}",
+            "set `family:` on its entry if the detected family is wrong, or check that the file is whole",
+        ) from None
+    return pipe, family, how
+
+
+def _folder(entry: ModelEntry, dtype: torch.dtype, runs: tuple[str, ...]) -> tuple[Any, Family, str]:
+    import diffusers
+
+    from invoke_shell.models.convert import pipeline_family
+
+    index = json.loads((entry.path / "model_index.json").read_text(encoding="utf-8"))
+    name = index.get("_class_name")
+    if name not in PIPELINES:
+        raise UsageError(
+            f"model {entry.name!r} is a {name} folder, which this shell does not run",
+            "supported: " + ", ".join(PIPELINES),
         )
-    else:  # use_safetensors=True: without allow_pickle, never fall back to a .bin beside them
-        pipe = StableDiffusionPipeline.from_pretrained(
-            str(path),
-            local_files_only=True,
-            dtype=dtype,
-            safety_checker=None,
-            requires_safety_checker=False,
-            use_safetensors=None if entry.allow_pickle else True,
+    if name == "StableDiffusionXLPipeline":
+        _check_runs(FAMILIES["sdxl"], runs, f"model {entry.name!r}: ")
+    kwargs: dict[str, Any] = {} if name == "StableDiffusionXLPipeline" else {"safety_checker": None}
+    pipe = getattr(diffusers, name).from_pretrained(
+        str(entry.path),
+        local_files_only=True,
+        dtype=dtype,
+        # without allow_pickle, never fall back to a .bin beside the safetensors
+        use_safetensors=None if entry.allow_pickle else True,
+        **kwargs,
+    )
+    if name != "StableDiffusionXLPipeline":
+        pipe.register_to_config(requires_safety_checker=False)
+    inpaint = "-inpaint" if pipe.unet.config.in_channels == 9 else ""
+    family = FAMILIES[entry.family or pipeline_family(pipe) + inpaint]
+    return pipe, family, f"{family.label}" + (" (family: in models.yaml)" if entry.family else " layout")
+
+
+def _check_runs(family: Family, runs: tuple[str, ...], prefix: str = "") -> None:
+    """Refused before the weights are read: a model the engine cannot draw with."""
+    if family.name not in runs:
+        raise UsageError(
+            f"{prefix}it is {family.label}, which the shell loads but does not generate with yet",
+            "use an SD 1.x or 2.x model; `python -m invoke_shell.models.convert` and diffusers read SDXL files",
         )
-    return pipe.to(device)
+
+
+def cached_snapshot(entry: ModelEntry) -> Path:
+    """The folder of a repo already in the Hugging Face cache (HF_HUB_CACHE), never fetched."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(str(entry.repo_id), local_files_only=True))
+    except LocalEntryNotFoundError:
+        raise UsageError(
+            f"model {entry.name!r}: {entry.repo_id} is not in the Hugging Face cache on this machine",
+            "this shell never downloads; fetch it elsewhere (huggingface-cli download) or point `path:` at the files",
+        ) from None
+
+
+def pickle_shapes(entry: ModelEntry) -> dict[str, list[int]]:
+    """Names and shapes of a pickled checkpoint (allowed by allow_pickle), read with
+    weights_only=True: a pickle that holds anything but tensors and plain values is refused."""
+    import pickle
+
+    import torch
+
+    try:
+        try:
+            data = torch.load(entry.path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # the pre-zip format cannot be memory-mapped
+            data = torch.load(entry.path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UsageError(
+            f"model {entry.name!r}: {entry.path.name} holds more than weights, refused even with allow_pickle "
+            f"({str(e).splitlines()[0][:120]})",
+            "convert it to .safetensors with a tool you trust",
+        ) from None
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        raise UsageError(
+            f"model {entry.name!r}: {entry.path.name} is not a checkpoint torch can read ({str(e)[:120]})",
+            "is it the right file? is it whole?",
+        ) from None
+    while isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict):
+        raise UsageError(f"model {entry.name!r}: {entry.path.name} holds no table of weights", "is it the right file?")
+    return {str(k): list(v.shape) for k, v in data.items() if hasattr(v, "shape")}
+
+
+def load_vae(entry: ModelEntry, family: Family, dtype: torch.dtype) -> Any:
+    """`vae:` on an entry: a diffusers AutoencoderKL folder, or a single .safetensors file in
+    either key layout (the original's `first_stage_model.`/bare `encoder.` keys, or diffusers')."""
+    from diffusers import AutoencoderKL
+
+    assert entry.vae is not None
+    vae = entry.vae
+    if not vae.exists():
+        raise UsageError(f"model {entry.name!r}: its vae {vae} does not exist", "fix `vae:` in models.yaml")
+    if vae.is_dir():
+        if not (vae / "config.json").is_file():
+            raise UsageError(f"model {entry.name!r}: its vae {vae} is a folder without config.json", "fix `vae:`")
+        pickled = [f.name for f in vae.iterdir() if f.suffix.lower() in PICKLE_SUFFIXES]
+        if pickled and not any(vae.glob("*.safetensors")) and not entry.allow_pickle:
+            raise UsageError(
+                f"model {entry.name!r}: its vae holds pickled weights ({pickled[0]}), which can run code when loaded",
+                "convert them to .safetensors, or set `allow_pickle: true` on its entry if you trust them",
+            )
+        return AutoencoderKL.from_pretrained(
+            str(vae), local_files_only=True, dtype=dtype, use_safetensors=None if entry.allow_pickle else True
+        )
+    check_weights(replace(entry, path=vae))
+    config = entry.config or CONFIGS / family.name
+    return AutoencoderKL.from_single_file(
+        str(vae), config=str(config), subfolder="vae", local_files_only=True, dtype=dtype
+    )
 
 
 def check_weights(entry: ModelEntry) -> None:

@@ -9,6 +9,11 @@
       sd-1.5:
         path: ~/models/v1-5-pruned-emaonly.safetensors
         config: sd-1.5                     # a folder of diffusers configs, beside models.yaml
+      sd-2.1:
+        path: hf:stabilityai/stable-diffusion-2-1   # a repo already in the Hugging Face cache
+        family: sd-2                       # overrides what the loader detects (families.FAMILIES)
+        prediction_type: v_prediction      # epsilon or v_prediction
+        vae: ~/models/vae.safetensors      # another VAE
 
 Every value is checked when the file is read, with the converters the line parser uses; any
 mistake (a bad value, a list where a mapping belongs, bad YAML, binary bytes) is one UsageError
@@ -17,6 +22,7 @@ naming the file, the line and the key path, with the allowed range. Pure: import
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -24,10 +30,12 @@ from typing import Any, NoReturn
 from invoke_shell.errors import UsageError, did_you_mean, quoted
 from invoke_shell.line.parsing import convert
 from invoke_shell.line.switches import BY_NAME, SWITCHES, Switch, model_defaults
+from invoke_shell.models.families import FAMILIES, PREDICTION_TYPES
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # invoke_shell/
 DEFAULT_CONFIG = Path("configs/models.yaml")
-ENTRY_KEYS = ("path", "description", "config", "allow_pickle")
+TOP_KEYS = ("default", "models", "wildcards", "loras", "embeddings")
+ENTRY_KEYS = ("path", "description", "config", "allow_pickle", "family", "prediction_type", "vae")
 SWITCH_KEYS = tuple(s.name for s in SWITCHES if s.model_default)
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")  # single-file weights, lower case
 
@@ -39,11 +47,16 @@ class ModelEntry:
     description: str = ""
     config: Path | None = None  # diffusers config folder for single-file checkpoints
     allow_pickle: bool = False
+    family: str | None = None  # overrides the family detected from a checkpoint (families.FAMILIES)
+    prediction_type: str | None = None  # overrides the family's: epsilon or v_prediction
+    vae: Path | None = None  # another VAE: a diffusers folder or a single file
+    repo_id: str | None = None  # `path: hf:owner/name`: a Hugging Face cache entry already on disk
     defaults: dict[str, Any] = field(default_factory=lambda: model_defaults({}))  # steps, width, ...
 
     @property
     def is_single_file(self) -> bool:
-        return self.path.suffix.lower() in WEIGHT_SUFFIXES  # MODEL.CKPT is a checkpoint too
+        # MODEL.CKPT is a checkpoint too; a Hugging Face cache entry is always a folder
+        return self.repo_id is None and self.path.suffix.lower() in WEIGHT_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,9 @@ class Registry:
     models: dict[str, ModelEntry]
     default: str
     source: Path
+    wildcards: Path | None = None  # the folder of __name__ wildcard lists, relative to the file
+    loras: Path | None = None  # the folder of LoRA files prompts name with <lora:NAME:W>
+    embeddings: Path | None = None  # the folder of textual-inversion embeddings (<NAME> in a prompt)
 
     def get(self, name: str | None) -> ModelEntry:
         name = name or self.default
@@ -65,6 +81,7 @@ class Registry:
 
 BUILTIN = """
 default: tiny-shapes
+loras: package:models/tiny_shapes/loras
 models:
   tiny-shapes:
     description: the embedded 64x64 shapes model
@@ -111,8 +128,8 @@ def parse_registry(data: str | bytes, path: Path) -> Registry:
         _fail(path, None, "", "the file is empty (or all comments)", "list models under `models:`, each with a `path:`")
     top = _mapping(root, path, "", "a mapping with `default:` and `models:`")
     for key, (key_node, _) in top.items():
-        if key not in ("default", "models"):
-            _unknown(path, key_node, key, ("default", "models"))
+        if key not in TOP_KEYS:
+            _unknown(path, key_node, key, TOP_KEYS)
     if "models" not in top:
         _fail(path, root, "", "the file has no `models:`", "list models under `models:`, each with a `path:`")
     listing = top["models"][1]
@@ -135,7 +152,11 @@ def parse_registry(data: str | bytes, path: Path) -> Registry:
                 f"{quoted(default)} is not one of its models",
                 (f"did you mean {guess}? " if guess else "") + "known models: " + ", ".join(models),
             )
-    return Registry(models, default, path)
+    folders = {
+        key: _resolve(_text(top[key][1], path, key, "a folder path"), path) if key in top else None
+        for key in ("wildcards", "loras", "embeddings")
+    }
+    return Registry(models, default, path, **folders)
 
 
 def _entry(name: str, key_node: Any, spec: Any, path: Path) -> ModelEntry:
@@ -163,16 +184,51 @@ def _entry(name: str, key_node: Any, spec: Any, path: Path) -> ModelEntry:
             path, pickle, f"{where}.allow_pickle", f"must be true or false, got {_kind(pickle)}", "allow_pickle: true"
         )
     config = items.get("config")
+    family = _choice(items, "family", tuple(FAMILIES), path, where)
+    prediction = _choice(items, "prediction_type", PREDICTION_TYPES, path, where)
+    vae = items.get("vae")
+    if family is not None:  # the family's native size unless the entry says otherwise
+        values.setdefault("width", FAMILIES[family].size)
+        values.setdefault("height", FAMILIES[family].size)
+    weights = _text(items["path"][1], path, f"{where}.path", "a file or folder path")
+    repo_id = weights.removeprefix("hf:") if weights.startswith("hf:") else None
+    if repo_id is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
+        _fail(
+            path, items["path"][1], f"{where}.path", f"{quoted(weights)} is not a repo id", "e.g. path: hf:owner/name"
+        )
     return ModelEntry(
         name=name,
-        path=_resolve(_text(items["path"][1], path, f"{where}.path", "a file or folder path"), path),
+        path=Path(weights) if repo_id else _resolve(weights, path),
         description=_text(items["description"][1], path, f"{where}.description", "text", any_scalar=True)
         if "description" in items
         else "",
         config=_resolve(_text(config[1], path, f"{where}.config", "a folder path"), path) if config else None,
         allow_pickle=pickle is not None and pickle.value.lower() in ("true", "yes", "on"),
+        family=family,
+        prediction_type=prediction,
+        vae=_resolve(_text(vae[1], path, f"{where}.vae", "a file or folder path"), path) if vae else None,
+        repo_id=repo_id,
         defaults=model_defaults(values),
     )
+
+
+def _choice(
+    items: dict[str, tuple[Any, Any]], key: str, allowed: tuple[str, ...], path: Path, where: str
+) -> str | None:
+    if key not in items:
+        return None
+    node = items[key][1]
+    value = _text(node, path, f"{where}.{key}", "one of " + ", ".join(allowed))
+    if value not in allowed:
+        guess = did_you_mean(value, allowed)
+        _fail(
+            path,
+            node,
+            f"{where}.{key}",
+            f"{quoted(value)} is not one of " + ", ".join(allowed),
+            (f"did you mean {guess}? " if guess else "") + f"e.g. {key}: {allowed[0]}",
+        )
+    return value
 
 
 def _switch_value(sw: Switch, node: Any, path: Path, at: str) -> Any:

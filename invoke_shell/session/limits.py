@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from invoke_shell.errors import UsageError
-from invoke_shell.line.requests import ImageRequest
+from invoke_shell.line.requests import ImageRequest, hires_size, hires_strength, upscales_init
 from invoke_shell.schedulers import schedule_length, steps_run
 
 
@@ -28,7 +28,8 @@ def note_size(engine: Any, model: str, requests: list[ImageRequest], say: Callab
     """Say once per line when it asks for a size the model was not trained at: Stable
     Diffusion models repeat or cut their subjects there, and nothing else would tell you why."""
     native_w, native_h = engine.native_size
-    sizes = sorted({(r.width, r.height) for r in requests} - {(native_w, native_h)})
+    drawn = [r for r in requests if not upscales_init(r)]  # -U -I draws nothing at width x height
+    sizes = sorted({(r.width, r.height) for r in drawn} - {(native_w, native_h)})
     if sizes:
         shown = ", ".join(f"{w}x{h}" for w, h in sizes[:3]) + (" ..." if len(sizes) > 3 else "")
         say(f">> {model} was trained at {native_w}x{native_h}; at {shown} expect repeated or cut-off subjects")
@@ -36,12 +37,17 @@ def note_size(engine: Any, model: str, requests: list[ImageRequest], say: Callab
 
 def check_cost(engine: Any, requests: list[ImageRequest], limits: Limits, say: Callable[[str], None]) -> None:
     native_w, native_h = engine.native_size
-    if max(r.width * r.height for r in requests) <= 4 * native_w * native_h:
+    finals = [hires_size(r) or (r.width, r.height) for r in requests]  # --hires_fix and -U: the larger pass
+    if max(w * h for w, h in finals) <= 4 * native_w * native_h:
         return
-    images = [(r.width, r.height, _steps(r)) for r in requests]
+    images = [(r.width, r.height, _steps(r)) for r in requests if not upscales_init(r)]
+    for r, (w, h) in zip(requests, finals, strict=True):
+        if hires_size(r) is not None:
+            strength = hires_strength(r)
+            images.append((w, h, steps_run(schedule_length(r.steps, strength, r.exact_steps), strength)))
     cost = engine.cost(images)
-    biggest = max(requests, key=lambda r: r.width * r.height)
-    what = f"{len(requests)} image(s) at {biggest.width}x{biggest.height}"
+    biggest = max(finals, key=lambda s: s[0] * s[1])
+    what = f"{len(requests)} image(s) at {biggest[0]}x{biggest[1]}"
     free = engine.free_memory() if limits.max_memory is None else int(limits.max_memory * 1e9)
     if free is not None and cost.memory > free:
         flag = "--max_memory GB" if limits.max_memory is not None else "--max_memory GB (at your own risk)"

@@ -15,19 +15,24 @@ import secrets
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from invoke_shell.errors import UsageError
+from invoke_shell.errors import UsageError, escaped
 from invoke_shell.files import outputs
 from invoke_shell.files.metadata import ModelInfo
-from invoke_shell.line.parsing import format_request
-from invoke_shell.line.requests import ImageRequest, LineRequest, expand
+from invoke_shell.line import extras
+from invoke_shell.line.parsing import MAX_IMAGES, format_request
+from invoke_shell.line.requests import ImageRequest, LineRequest, expand, hires_size, hires_strength, upscales_init
+from invoke_shell.line.templates import Expansion, Templates, is_template
 from invoke_shell.logs import log
+from invoke_shell.models.addons import AddOns, short_hash
 from invoke_shell.models.registry import ModelEntry, Registry
+from invoke_shell.session import sheet_plan
 from invoke_shell.session.limits import Limits, check_cost, note_size, out_of_memory
 from invoke_shell.session.status import Made, State, Status
 
@@ -54,19 +59,37 @@ class Picture:
     path: Path | None  # None: not on disk
 
 
+SHOWN = 10  # expansions of a template listed by -t
 _KEPT = "the picture is kept in memory: !save PATH writes it to another file or folder"
 
 
 class ModelSession:
     def __init__(
-        self, registry: Registry, load: Loader, outdir: Path, say: Callable[[str], None], limits: Limits | None = None
+        self,
+        registry: Registry,
+        load: Loader,
+        outdir: Path,
+        say: Callable[[str], None],
+        limits: Limits | None = None,
+        templates: Templates | None = None,
+        progress: Callable[[str], None] | None = None,
+        keep_models: int = 2,
+        addons: AddOns | None = None,
     ) -> None:
         self.registry = registry
         self.limits = limits or Limits()  # refuse lines that would run too long or exhaust memory
+        self.templates = templates or Templates(None)  # prompt templates and their wildcard folder
+        self.progress = progress  # a line per image with the line's ETA (over a pipe: no toolbar)
+        self.addons = addons or AddOns()  # the folders of LoRAs and embeddings prompts name
+        self._hashes: dict[tuple[Path, float], str] = {}  # LoRA file (and its mtime) -> short hash
         self.outdir = outdir
         self.say = say
         self._load = load
         self._model: LoadedModel | None = None
+        # models switched away from, least recently used first, with the device each ran on:
+        # a !switch back costs a move to the device instead of a load from disk
+        self.keep_models = keep_models  # the current one included
+        self._cache: OrderedDict[str, tuple[LoadedModel, str]] = OrderedDict()
         self._load_error: BaseException | None = None
         self._loading = False
         self._made: list[Made] = []
@@ -87,6 +110,7 @@ class ModelSession:
                 device=str(model.engine.device) if model else "-",
                 state=state,
                 made=tuple(self._made),
+                cached=tuple(self._cache),
                 progress=self._progress,
                 preview=self._preview,
             )
@@ -94,9 +118,20 @@ class ModelSession:
     # ---- jobs (worker thread)
 
     def load(self, name: str | None) -> None:
-        """Load a model from the registry; on failure the previous model stays loaded."""
+        """Load a model from the registry (or take it back from the cache of recently used
+        ones); on failure the previous model stays loaded."""
         entry = self.registry.get(name)
         t0 = time.perf_counter()
+        if self._model is not None and self._model.info.name == entry.name:
+            self.say(f">> model {entry.name} is already loaded")
+            return
+        if entry.name in self._cache:
+            model, device = self._cache.pop(entry.name)
+            if str(model.engine.device) != device:
+                model.engine.move_to(device)
+            self._activate(model)
+            self.say(f">> model {entry.name} back from the cache on {device} in {time.perf_counter() - t0:.2f} s")
+            return
         self._loading = True
         try:
             model = self._load(entry)
@@ -110,8 +145,41 @@ class ModelSession:
             raise
         finally:
             self._loading = False
-        self._model, self._load_error = model, None
-        self.say(f">> model {entry.name} loaded on {model.engine.device} in {time.perf_counter() - t0:.1f} s")
+        self._activate(model)
+        what = f": {model.summary}" if model.summary else ""  # family and how it was told, format, precision
+        self.say(f">> model {entry.name} loaded on {model.engine.device} in {time.perf_counter() - t0:.1f} s{what}")
+
+    def _activate(self, model: LoadedModel) -> None:
+        previous = self._model
+        with self._lock:
+            self._model, self._load_error = model, None
+        if previous is not None and previous is not model:
+            self._park(previous)
+
+    def _park(self, model: LoadedModel) -> None:
+        """Keep a model that was just replaced, on the CPU (the device is the new one's), for a
+        quick switch back; beyond `keep_models` the least recently used one is let go."""
+        if self.keep_models > 1:
+            device = str(model.engine.device)
+            if device != "cpu":
+                model.engine.move_to("cpu")
+            self._cache[model.info.name] = (model, device)
+        dropped = self.keep_models <= 1
+        while len(self._cache) > max(self.keep_models - 1, 0):
+            self._cache.popitem(last=False)
+            dropped = True
+        if dropped:
+            import gc
+
+            gc.collect()  # the weights of a model let go are freed now, before the next one needs room
+
+    def forget(self, name: str) -> None:
+        """A model removed from the registry leaves the cache."""
+        self._cache.pop(name, None)
+
+    def use_registry(self, registry: Registry) -> None:
+        """The registry after models.yaml was edited (!import_model, !del_model)."""
+        self.registry = registry
 
     def _still_loaded(self) -> str:
         return f" (model {self._model.info.name} is still loaded)" if self._model else ""
@@ -136,29 +204,46 @@ class ModelSession:
         outdir = self._prepare_outdir(line.outdir)
         init_path = self._resolve_init(line.init_img)
         first_seed = self._resolve_seed(line.seed)
-        init = None
+        init = mask = None
         if init_path is not None:
-            from invoke_shell.files.inputs import load_init_image
-
-            init, note = load_init_image(init_path, line.width, line.height)
-            if note:
-                self.say(f">> {note}")
-        self._announce(line, init_path is not None)
-        requests = expand(line, first_seed, init_path, new_seed=lambda: secrets.randbelow(2**32))
+            init, mask, line = self._prepare_init(model, line, init_path)
+        command = format_request(line.with_(seed=first_seed, init_img=init_path))
+        expansion = self._expand_template(line, first_seed)
+        self._announce(line, init_path is not None, expansion)
+        requests = expand(
+            line,
+            first_seed,
+            init_path,
+            new_seed=lambda: secrets.randbelow(2**32),
+            prompts=expansion.prompts if expansion else (),
+            template_line=command if expansion else None,
+        )
+        for req in requests:  # a LoRA that is not there stops the line before its first image
+            for name, _ in req.loras:
+                self.addons.lora_file(name)
+        if len(requests) > MAX_IMAGES:
+            raise UsageError(
+                f"the line makes {len(requests):,} images ({len(expansion.prompts) if expansion else 1} prompts); "
+                f"one line makes at most {MAX_IMAGES:,}",
+                "draw fewer prompts with --random_prompts N, or shorten -n or the comma lists",
+            )
         if not quiet:
             note_size(model.engine, model.info.name, requests, self.say)
         check_cost(model.engine, requests, self.limits, self.say)
         pending: list[Future[list[Path]]] = []
         images, written = [], []
+        started = time.perf_counter()
         try:
             for i, req in enumerate(requests, 1):
                 try:
-                    image, path = self._make_one(model, line, req, init, outdir, cancel, pending, quiet)
+                    image, path = self._make_one(model, line, req, init, outdir, cancel, pending, quiet, mask)
                 except outputs.WriteError as e:  # the next images could not be saved either: stop
                     left = f"; the line stopped, {len(requests) - i} of its {len(requests)} images not made"
                     raise UsageError(e.message + (left if i < len(requests) else ""), _KEPT) from None
                 images.append(image)
                 written.append(path)
+                if self.progress is not None and not quiet:
+                    self.progress(_progress_line(i, len(requests), self._made[-1], time.perf_counter() - started))
         finally:
             for f in pending:  # intermediates of every image are on disk before the line ends
                 try:
@@ -167,20 +252,22 @@ class ModelSession:
                     self.say(e.show())
             with self._lock:
                 self._progress = self._preview = None
-        command = format_request(line.with_(seed=first_seed, init_img=init_path))
-        if line.sweep:
-            from invoke_shell.files.sheets import labelled_sheet
+        layout = sheet_plan.plan(line, requests, expansion)
+        if layout is not None:
+            from invoke_shell.files.sheets import labelled_sheet, labelled_tiles
 
-            rows, cols = (line.sweep[0], line.sweep[1]) if len(line.sweep) == 2 else (None, line.sweep[0])
-            tiles = [images[r * len(cols[1]) : (r + 1) * len(cols[1])] for r in range(len(rows[1]) if rows else 1)]
-            sheet = labelled_sheet(
-                tiles,
-                [_label(cols[0], v) for v in cols[1]],
-                [_label(rows[0], v) for v in rows[1]] if rows else (),
-                min_tile=128,
-            )
-            path = self._write_sheet(outdir, first_seed, sheet, command, ".sweep")
-            self.say(f"{path}  sweep sheet of {len(images)} images")
+            cells = [[images[i] if i is not None else None for i in row] for row in layout.cells]
+            col_labels, record = layout.col_labels, layout.record([p.name for p in written])
+            if init is not None and not layout.tile_labels and any(n == "strength" for n, _ in line.sweep):
+                cells = [[init, *row] for row in cells]  # what every strength starts from, first
+                col_labels, record["first_column"] = ("init image", *col_labels), str(init_path)
+            if layout.tile_labels:
+                sheet = labelled_tiles(cells, layout.tile_labels, min_tile=128)
+            else:
+                sheet = labelled_sheet(cells, col_labels, layout.row_labels, min_tile=128)
+            path = self._write_sheet(outdir, first_seed, sheet, command, layout.suffix, record)
+            what = "sweep sheet" if layout.suffix == ".sweep" else "sheet"
+            self.say(f"{path}  {what} of {len(images)} images")
             written.append(path)
         elif line.grid and len(images) > 1:
             from invoke_shell.files.sheets import grid
@@ -219,9 +306,17 @@ class ModelSession:
             self.say(f">> writing to {where}" + (" (a new folder)" if new else ""))
         return outdir
 
-    def _write_sheet(self, outdir: Path, seed: int, sheet: Image.Image, command: str, suffix: str) -> Path:
+    def _write_sheet(
+        self,
+        outdir: Path,
+        seed: int,
+        sheet: Image.Image,
+        command: str,
+        suffix: str,
+        layout: dict[str, Any] | None = None,
+    ) -> Path:
         try:
-            path, note = outputs.write_sheet(outdir, seed, sheet, command, suffix)
+            path, note = outputs.write_sheet(outdir, seed, sheet, command, suffix, layout)
         except outputs.WriteError as e:
             raise UsageError(e.message, "the line's images are saved; only the sheet is missing") from None
         if note:
@@ -257,24 +352,79 @@ class ModelSession:
             )
         return str(self._made[-back].path)
 
-    def _announce(self, line: LineRequest, img2img: bool) -> None:
-        """What the user should know before the images come: steps run, tokens, long prompts."""
+    def _expand_template(self, line: LineRequest, seed: int) -> Expansion | None:
+        if not is_template(line.prompt):
+            return None
+        expansion = self.templates.expand(line.prompt, line.max_prompts, line.random_prompts, seed)
+        if expansion.note:
+            self.say(f">> {expansion.note}")
+        return expansion
+
+    def _prepare_init(
+        self, model: LoadedModel, line: LineRequest, path: str
+    ) -> tuple[Image.Image, Image.Image | None, LineRequest]:
+        """The init image at the line's size and the mask of what to repaint; --fit, --outcrop and
+        -U decide the size themselves, so the line takes it (each PNG stores the size it was made at)."""
+        from invoke_shell.files.inputs import prepare_init
+
+        ready = prepare_init(
+            path,
+            line.width,
+            line.height,
+            native=model.engine.native_size,
+            resize_mode=line.resize_mode,
+            fit=line.fit,
+            outcrop=line.outcrop,
+            own_size=upscales_init(line),  # -U upscales the picture as it is
+            mask_path=line.init_mask,
+            invert_mask=line.invert_mask,
+        )
+        for note in ready.notes:
+            self.say(f">> {note}")
+        if ready.size != (line.width, line.height):
+            line = line.with_(width=ready.size[0], height=ready.size[1])
+        return ready.image, ready.mask, line
+
+    def _announce(self, line: LineRequest, img2img: bool, expansion: Expansion | None) -> None:
+        """What the user should know before the images come: steps run, prompts, tokens, long prompts."""
         from invoke_shell import schedulers
 
-        if img2img and not line.sweep:
-            self.say(">> " + schedulers.describe_img2img(line.steps, line.strength, line.exact_steps))
+        if img2img and not line.sweep and not upscales_init(line):
+            what = "inpaint" if line.init_mask or line.outcrop else "img2img"
+            self.say(">> " + schedulers.describe_img2img(line.steps, line.strength, line.exact_steps, what))
+        larger = hires_size(line)
+        if larger is not None:  # the second pass, said as the first is
+            first = "the init image" if upscales_init(line) else f"{line.width}x{line.height}"
+            again = schedulers.describe_img2img(line.steps, hires_strength(line), line.exact_steps, "refined")
+            self.say(f">> {first} upscaled ({line.hires_upscaler}) to {larger[0]}x{larger[1]} and {again}")
+        texts = [line] if expansion is None else [line.with_(prompt=p) for p in expansion.prompts]
+        if expansion is not None and (line.log_tokenization or len(texts) > 1):
+            shown = expansion.prompts[:SHOWN] if line.log_tokenization else ()
+            self.say(f">> the template makes {len(texts)} prompt(s)" + (":" if shown else ""))
+            for k, p in enumerate(shown, 1):
+                self.say(f"   {k}. {escaped(p, 200)}")
+            if len(expansion.prompts) > len(shown) > 0:
+                self.say(f"   ... and {len(expansion.prompts) - len(shown)} more")
         prompts = self.model().engine.prompts
         if line.log_tokenization:
-            for label, text in (("prompt", line.positive), ("negative", line.negative)):
+            for label, text in (("prompt", texts[0].positive), ("negative", texts[0].negative)):
                 if text:
                     self.say(f">> {label}: {prompts.describe(text)}")
-        for text in (line.positive, line.negative):
+        for text in (
+            max((t.positive for t in texts), key=prompts.token_count),
+            max((t.negative for t in texts), key=prompts.token_count),
+        ):
             n = prompts.token_count(text)
             if n > prompts.window:
                 self.say(
                     f">> a prompt of {n} tokens is longer than the encoder's {prompts.window}: "
                     f"encoded in {-(-n // prompts.window)} chunks, not cut"
                 )
+        unknown = dict.fromkeys(w for t in texts for p in (t.positive, t.negative) for w in prompts.unknown_words(p))
+        if unknown:  # said, not refused: the rest of the prompt still draws
+            words = list(unknown)
+            more = f" and {len(words) - SHOWN} more" if len(words) > SHOWN else ""
+            self.say(f">> {self.model().info.name} does not know: {', '.join(words[:SHOWN])}{more}")
 
     def _make_one(
         self,
@@ -286,6 +436,7 @@ class ModelSession:
         cancel: threading.Event,
         pending: list[Future[list[Path]]],
         quiet: bool,
+        mask: Image.Image | None = None,
     ) -> tuple[Image.Image, Path]:
         from tqdm import tqdm
 
@@ -306,7 +457,7 @@ class ModelSession:
             preview = model.previewer(state.denoised) if line.preview and state.denoised is not None else None
             with self._lock:
                 self._progress = (state.step, state.total)
-                self._preview = preview or self._preview  # microseconds: the 4x3 map
+                self._preview = preview or self._preview  # ~2 ms: the preview decoder
             if state.step == 0:
                 bar.total = state.total
             else:
@@ -315,7 +466,8 @@ class ModelSession:
                 states.append(state)
 
         try:
-            result = model.engine.generate(req, init, on_step=on_step, cancel=cancel)
+            req = self._apply_addons(model, req)
+            result = model.engine.generate(req, init, on_step=on_step, cancel=cancel, mask=mask)
         except Exception as e:
             short = out_of_memory(e, req, str(model.engine.device))
             if short is None:
@@ -329,12 +481,17 @@ class ModelSession:
             req, result.image, model.info, result.steps_run, result.schedule_steps, result.seconds, path=None
         )
         path, note = outputs.write_image(outdir, req, result.image, model.info, result.steps_run, result.schedule_steps)
+        if mask is not None:  # what was repainted, beside the picture (!fetch replays -M from it)
+            try:
+                outputs.write_mask(path, mask)
+            except outputs.WriteError as e:
+                self.say(f">> note: {e.message}")
         self._last = replace(self._last, path=path)
         if note:
             self.say(f">> note: {note}")
         with self._lock:
             self._made.append(Made(req, path, result.steps_run, result.seconds))
-        self.say(f"{path}  seed {req.seed}  {result.steps_run} steps  {result.seconds:.2f} s")
+        self.say(f"{path}  seed {req.seed}{what_varies(line, req)}  {result.steps_run} steps  {result.seconds:.2f} s")
         if states and line.save_intermediates:
             from invoke_shell.files import intermediates
 
@@ -354,13 +511,38 @@ class ModelSession:
             self.say(f"   intermediates: {len(chosen)} steps -> {folder}")
         return result.image, path
 
+    def _apply_addons(self, model: LoadedModel, req: ImageRequest) -> ImageRequest:
+        """Load the embeddings and set the LoRAs the prompt names (none: the model as loaded);
+        the request comes back with its LoRA files' hashes, for the metadata."""
+        loras = [(name, self.addons.lora_file(name), weight) for name, weight in req.loras]
+        embeddings = [(n, p) for n in extras.embeddings(req.prompt) if (p := self.addons.embedding_file(n))]
+        model.engine.adapters.use_embeddings(embeddings)
+        model.engine.adapters.use_loras(loras)
+        return req.with_(lora_hashes=tuple((name, self._hash(path)) for name, path, _ in loras))
+
+    def _hash(self, path: Path) -> str:
+        key = (path, path.stat().st_mtime)
+        if key not in self._hashes:
+            self._hashes[key] = short_hash(path)
+        return self._hashes[key]
+
 
 def is_recall(init: str) -> bool:
     """-I -1, -2 ... or last: an image made earlier this session rather than a file."""
     return init == "last" or (init.startswith("-") and init[1:].isdigit() and int(init[1:]) > 0)
 
 
-def _label(name: str, value: object) -> str:
+def _progress_line(done: int, total: int, made: Made, elapsed: float) -> str:
+    """One image's report over a pipe: which image, its steps and time, and the line's ETA."""
+    left = elapsed / done * (total - done)
+    eta = f", about {left:.0f} s left" if done < total else ", line done"
+    return f">> image {done}/{total}: {made.steps_run} steps in {made.seconds:.1f} s; {elapsed:.0f} s so far{eta}"
+
+
+def what_varies(line: LineRequest, req: ImageRequest) -> str:
+    """What tells this image from the line's others, for its line on screen: the swept values
+    (-f 0.40) and a variation's chain (-V 1234:0.2), which the seed alone does not say."""
     from invoke_shell.line.switches import BY_NAME
 
-    return f"{BY_NAME[name].flag} {value}"
+    names = [name for name, _ in line.sweep] + (["with_variations"] if req.with_variations else [])
+    return "".join(f"  {BY_NAME[n].flag} {BY_NAME[n].text(getattr(req, n))}" for n in names)

@@ -38,6 +38,7 @@ class Status:
     running: str | None = None  # the line being made
     progress: tuple[int, int] | None = None  # (step, total) of the running image
     preview: Image.Image | None = None  # its predicted picture, with --preview
+    cached: tuple[str, ...] = ()  # models kept in memory for a quick !switch back
 
     @property
     def last_seed(self) -> int | None:

@@ -15,7 +15,7 @@ from typing import Protocol
 from PIL import Image
 
 from invoke_shell.errors import UsageError, did_you_mean, escaped, named
-from invoke_shell.files.fetch import fetch, listing
+from invoke_shell.files.fetch import fetch, fetch_template, listing
 from invoke_shell.line.parsing import format_request, parse_switches
 from invoke_shell.line.switches import help_text
 from invoke_shell.models.registry import ModelEntry, Registry
@@ -33,6 +33,7 @@ class Host(Protocol):
     print: Callable[[str], None]
 
     def edit(self, command: str) -> None: ...
+    def ask(self, question: str, default: str) -> str: ...
     def replay(self, path: Path) -> int: ...
     def switch_model(self, entry: ModelEntry) -> None: ...
     def run_job(self, job: Job, text: str = "") -> Ticket: ...
@@ -47,7 +48,7 @@ class Command:
 
 
 def _help(shell: Host, args: str) -> None:
-    shell.print(help_text())
+    shell.print(help_text(shell.model_entry.defaults, shell.model_entry.name))
     shell.print("\nCommands:")
     for c in COMMANDS.values():
         shell.print(f"  {c.usage:<28} {c.help}")
@@ -61,9 +62,111 @@ def _help(shell: Host, args: str) -> None:
 
 
 def _models(shell: Host, args: str) -> None:
-    for name, e in shell.registry.models.items():
-        mark = "*" if name == shell.model_entry.name else " "
-        shell.print(f" {mark} {name:<16} {e.description}  [{e.path}]")
+    from invoke_shell.models.catalog import facts, human_size
+
+    status = shell.worker.status()
+    rows = [("", "name", "family", "format", "size", "state", "description")]
+    for name, entry in shell.registry.models.items():
+        f = facts(entry)
+        state = (
+            "current"
+            if name == status.model
+            else "cached"
+            if name in status.cached
+            else "on disk"
+            if f.present
+            else "missing"
+        )
+        where = entry.repo_id or str(entry.path)
+        rows.append(("*" if state == "current" else "", name, f.family, f.format, human_size(f.size), state, ""))
+        rows[-1] = (*rows[-1][:6], escaped(entry.description, 60) + ("" if f.present else f"  [not found: {where}]"))
+    widths = [max(len(r[i]) for r in rows) for i in range(1, 6)]
+    for r in rows:
+        cells = "  ".join(cell.ljust(w) for cell, w in zip(r[1:6], widths, strict=True))
+        shell.print((" * " if r[0] else "   ") + cells + "  " + r[6])
+
+
+def _import_model(shell: Host, args: str) -> None:
+    from invoke_shell.models import config_edit
+    from invoke_shell.models.catalog import folder_family, human_size
+
+    if not args:
+        raise UsageError(
+            "!import_model needs the path of a checkpoint or a diffusers folder",
+            "e.g. !import_model ~/models/dreamshaper.safetensors",
+        )
+    path = Path(args).expanduser().resolve()
+    if not path.exists():
+        raise UsageError(
+            f"{escaped(args)} does not exist", "give the path of a .safetensors file or a diffusers folder"
+        )
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise UsageError(
+                f"{escaped(args)} is a folder without model_index.json: not a diffusers model",
+                "give a .safetensors file or a diffusers folder",
+            )
+        family, kind = folder_family(path), "diffusers folder"
+        size = sum(p.stat().st_size for p in path.rglob("*.safetensors"))
+    elif path.suffix.lower() == ".safetensors":
+        from invoke_shell.models.families import detect, read_header
+
+        family = detect(read_header(path), path.name).family.label  # a LoRA, a VAE or a damaged file is refused here
+        kind, size = "single file", path.stat().st_size
+    else:
+        raise UsageError(
+            f"{path.name}: only .safetensors checkpoints and diffusers folders are imported",
+            "a pickle checkpoint (.ckpt) can run arbitrary code when loaded: convert it to .safetensors, "
+            "or add it to models.yaml by hand with allow_pickle: true",
+        )
+    shell.print(f">> {path.name}: {family}, {kind}, {human_size(size)}")
+    name = shell.ask("name", _free_name(path.stem, shell.registry))
+    config_edit.check_name(name, shell.registry)
+    description = shell.ask("description", f"{family}, imported from {path.name}")
+    new = config_edit.add_entry(shell.registry, name, {"description": description, "path": str(path)})
+    _use_registry(shell, new)
+    shell.print(f">> added {name} to {new.source}; !switch {name} loads it")
+
+
+def _del_model(shell: Host, args: str) -> None:
+    from invoke_shell.models import config_edit
+
+    entry = shell.registry.get(args or None) if args else None
+    if entry is None:
+        raise UsageError("!del_model needs a model name", "e.g. !del_model old-model (see !models)")
+    if entry.name == shell.worker.status().model:
+        raise UsageError(f"{entry.name} is the loaded model", "!switch to another model first")
+    if entry.name == shell.registry.default:
+        raise UsageError(
+            f"{entry.name} is the default model of {shell.registry.source}", "set `default:` to another model first"
+        )
+    new = config_edit.remove_entry(shell.registry, entry.name)
+    _use_registry(shell, new, forget=entry.name)
+    shell.print(
+        f">> removed {entry.name} from {new.source}; its weights at {entry.repo_id or entry.path} are untouched"
+    )
+
+
+def _use_registry(shell: Host, registry: Registry, forget: str | None = None) -> None:
+    """Shell and session read the edited file from now on (the session on its own thread)."""
+    shell.registry = registry
+
+    def use(session: ModelSession) -> None:
+        session.use_registry(registry)
+        if forget:
+            session.forget(forget)
+
+    shell.run_job(Action(use))
+
+
+def _free_name(stem: str, registry: Registry) -> str:
+    import re
+
+    base = re.sub(r"[^\w.\-]+", "-", stem).strip("-.").lower()[:60] or "model"
+    name, n = base, 2
+    while name in registry.models:
+        name, n = f"{base}-{n}", n + 1
+    return name
 
 
 def _switch(shell: Host, args: str) -> None:
@@ -86,9 +189,10 @@ def _history(shell: Host, args: str) -> None:
     for i, m in list(enumerate(made, 1))[-count:]:
         r = m.request
         prompt = r.prompt if len(r.prompt) <= 48 else r.prompt[:45] + "..."
+        kind = f"{r.kind} -f {r.strength:.2f}" if r.init_img is not None else r.kind  # strength: what an edit kept
         shell.print(
             f"{i:>4}  {m.path.name:<22} seed {r.seed:<10} {r.width}x{r.height}  {r.sampler:<15} "
-            f'{r.kind:<7} {m.steps_run:>3} steps {m.seconds:5.2f} s  "{prompt}"'
+            f'{kind:<16} {m.steps_run:>3} steps {m.seconds:5.2f} s  "{prompt}"'
         )
     if made:
         shell.print(">> !N puts command N back at the prompt to edit")
@@ -105,13 +209,17 @@ def recall(shell: Host, number: int) -> None:
 
 
 def _fetch(shell: Host, args: str) -> None:
+    whole_line = args.startswith("--template")  # the template line that made the image, not the image alone
+    if whole_line:
+        args = args.removeprefix("--template").strip()
     if not args:
         raise UsageError("!fetch needs a PNG, a folder or a glob", "e.g. !fetch outputs/img-samples/000001.42.png")
     target = Path(args).expanduser()
     defaults = shell.model_entry.defaults
     if target.is_dir() or any(c in args for c in "*?["):
         pattern = str(target / "*.png") if target.is_dir() else str(target)
-        matches = sorted(glob.glob(pattern))
+        # an inpainted image's mask (NNNNNN.SEED.mask.png) belongs to the image beside it
+        matches = sorted(m for m in glob.glob(pattern) if not (target.is_dir() and m.endswith(".mask.png")))
         if not matches:
             raise UsageError(f"no PNG files match {escaped(args)}", "check the folder or pattern")
         for line in listing((Path(m) for m in matches), defaults):
@@ -120,7 +228,7 @@ def _fetch(shell: Host, args: str) -> None:
         return
     if not target.exists():
         raise UsageError(f"{escaped(args)} does not exist", "give the path of a PNG (tab completes paths)")
-    got = fetch(target, defaults)
+    got = fetch_template(target, defaults) if whole_line else fetch(target, defaults)
     for note in got.notes:
         shell.print(f">> note: {note}")
     shell.edit(got.command)
@@ -211,7 +319,7 @@ def _show(shell: Host, args: str) -> None:
         return
     try:
         with Image.open(path) as im:
-            shell.print(render(im, width=64 if im.width > 2 * im.height else 32))
+            shell.print(render(im))  # as large as the terminal shows it whole
     except OSError:
         raise UsageError(f"{arg} is not an image Pillow can read", "give a PNG") from None
     shell.print(f">> {path}")
@@ -221,11 +329,27 @@ COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (
         Command("help", "!help", "this list of switches and commands", _help),
-        Command("models", "!models", "the models in models.yaml (* marks the loaded one)", _models),
-        Command("switch", "!switch NAME", "load another model from models.yaml", _switch),
+        Command(
+            "models", "!models", "the models in models.yaml: family, format, size, current / cached / on disk", _models
+        ),
+        Command("switch", "!switch NAME", "load another model from models.yaml (recent ones stay cached)", _switch),
+        Command(
+            "import_model",
+            "!import_model PATH",
+            "add a .safetensors checkpoint or diffusers folder to models.yaml (its family is detected)",
+            _import_model,
+        ),
+        Command(
+            "del_model", "!del_model NAME", "remove a model's entry from models.yaml (never its weights)", _del_model
+        ),
         Command("history", "!history [N]", "the last N images of this session, numbered", _history),
         Command("N", "!N", "put command N (see !history) back at the prompt to edit", lambda s, a: None),
-        Command("fetch", "!fetch PNG|DIR|GLOB", "read the command stored in a PNG (ours, InvokeAI, A1111)", _fetch),
+        Command(
+            "fetch",
+            "!fetch [--template] PNG|DIR|GLOB",
+            "read the command stored in a PNG (ours, InvokeAI, A1111); --template: the whole template line",
+            _fetch,
+        ),
         Command("queue", "!queue", "the running line and the lines waiting after it", _queue),
         Command("cancel", "!cancel [N]", "stop the running image, or remove queued line N", _cancel),
         Command(

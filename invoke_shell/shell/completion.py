@@ -1,5 +1,6 @@
 """Tab completion from the same tables the parser uses: switches, samplers, commands, models,
-paths after -I / !fetch / !replay, and seeds from this session's images after -S."""
+paths after -I / !fetch / !replay, seeds from this session's images after -S, and wildcard
+names after __ in a prompt template, LoRA names after <lora:."""
 
 from __future__ import annotations
 
@@ -18,9 +19,17 @@ PATH_COMMANDS = {"!fetch", "!replay", "!show", "!save"}
 
 
 class ShellCompleter(Completer):
-    def __init__(self, registry: Registry, status: Callable[[], Status]) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        status: Callable[[], Status],
+        wildcards: Callable[[], list[str]] = list,
+        loras: Callable[[], list[str]] = list,
+    ) -> None:
         self.registry = registry
         self.status = status
+        self.wildcards = wildcards  # names in the wildcard folder, read when asked
+        self.loras = loras  # names in the LoRA folder
         self.paths = PathCompleter(expanduser=True)
 
     def get_completions(self, document: Document, event: CompleteEvent) -> Iterable[Completion]:
@@ -31,6 +40,18 @@ class ShellCompleter(Completer):
         prev = before[-1] if before else ""
         if text.lstrip().startswith("!"):
             yield from self._command_completions(text.lstrip(), word, before)
+            return
+        if "<lora:" in word and ">" not in word.rpartition("<lora:")[2]:  # <lora:thi<TAB>
+            partial = word.rpartition("<lora:")[2]
+            for name in self.loras():
+                if name.startswith(partial):
+                    yield Completion(f"<lora:{name}:1>", -len(partial) - 6, display_meta="LoRA")
+            return
+        if word.count("__") % 2 == 1:  # inside a wildcard: a{__col<TAB>
+            partial = word.rpartition("__")[2]
+            for name in self.wildcards():
+                if name.startswith(partial):
+                    yield Completion(f"__{name}__", -len(partial) - 2, display_meta="wildcard")
             return
         sw = BY_LONG.get(prev[2:]) if prev.startswith("--") else BY_SHORT.get(prev[1:]) if len(prev) == 2 else None
         if word.startswith("-") and len(word) > 2 and word[1] in BY_SHORT and not word.startswith("--"):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from invoke_shell.files.inputs import check_init_path
 from invoke_shell.line.parsing import QUIT, parse_line
 from invoke_shell.line.requests import ShellCommand
 from invoke_shell.logs import log
+from invoke_shell.models.addons import LORA_SUFFIXES, names
 from invoke_shell.models.registry import ModelEntry, Registry
 from invoke_shell.session.session import ModelSession, is_recall
 from invoke_shell.session.worker import Generate, Job, SwitchModel, Ticket, Worker
@@ -46,6 +48,8 @@ class Shell:
         self.pending_edit = ""  # text for the next prompt's buffer (!N, !fetch)
         self.interactive = False  # in a terminal: lines queue up and the prompt comes back at once
         self.worker = Worker(session, on_error=self._report_background_error)
+        self.wildcard_names = session.templates.names  # for completion after __
+        self.lora_names = lambda: names(session.addons.loras, LORA_SUFFIXES)  # and after <lora:
         self.worker.start()
 
     def load_first_model(self, wait: bool) -> None:
@@ -65,6 +69,19 @@ class Shell:
             self.pending_edit = command
         else:
             self.print(command)
+
+    def ask(self, question: str, default: str) -> str:
+        """A question with its default answer ready to edit; over a pipe the default is taken and said."""
+        if not self.interactive:
+            self.print(f">> {question}: {default}")
+            return default
+        from prompt_toolkit import prompt
+
+        try:
+            answer = prompt(f"{question}: ", default=default).strip()
+        except (KeyboardInterrupt, EOFError):
+            raise UsageError(f"no {question} given: nothing was changed", "run the command again to answer") from None
+        return answer or default
 
     def replay(self, path: Path) -> int:
         """Run a file of commands; a bad line is reported with its number and the rest still run.
@@ -88,6 +105,8 @@ class Shell:
                 return True
             if parsed.init_img and not is_recall(parsed.init_img):
                 check_init_path(parsed.init_img)
+            if parsed.init_mask:
+                check_init_path(parsed.init_mask, "mask", "-M")
             if not self.interactive:
                 self.run_job(Generate(parsed), line.strip())
                 return True
@@ -121,16 +140,17 @@ class Shell:
         if isinstance(ticket.job, Generate) and self.worker.status().state == "loading":
             self.print(">> waiting for the model to finish loading...")
         interrupted = False
-        while True:
-            try:
-                if ticket.done.wait(0.2):
-                    break
-                if self.output_gone is not None and not self.closed and self.output_gone():
-                    self.output_closed()  # the reader left while the image was being made
-            except KeyboardInterrupt:
-                ticket.cancel.set()
-                interrupted = True
-                self.print(">> cancelling...")
+        with _typeahead_kept() if self.interactive else nullcontext():
+            while True:
+                try:
+                    if ticket.done.wait(0.2):
+                        break
+                    if self.output_gone is not None and not self.closed and self.output_gone():
+                        self.output_closed()  # the reader left while the image was being made
+                except KeyboardInterrupt:
+                    ticket.cancel.set()
+                    interrupted = True
+                    self.print(">> cancelling...")
         if ticket.error is not None:
             self._show_job_error(ticket.error)
         if interrupted and not self.interactive:
@@ -251,7 +271,7 @@ class Shell:
         self.prompt_session: PromptSession[str] = PromptSession(
             history=history,
             auto_suggest=AutoSuggestFromHistory(),
-            completer=ShellCompleter(self.registry, self.worker.status),
+            completer=ShellCompleter(self.registry, self.worker.status, self.wildcard_names, self.lora_names),
             validator=LineValidator(lambda: self.model_entry.defaults),
             validate_while_typing=False,
             complete_while_typing=False,
@@ -297,6 +317,31 @@ def status_line(model_name: str, status: Any) -> str:
         f" model {status.model or model_name} ({state}) | device {status.device} | last seed {last} | "
         f"queue {len(status.queued)}{running}"
     )
+
+
+@contextmanager
+def _typeahead_kept() -> Iterator[None]:
+    """While the shell waits for a job (!schedule, !switch) there is no prompt on screen, and the
+    terminal would echo what is typed between the worker's lines: stray text with no invoke>.
+    Echo is off meanwhile; the keys stay queued and appear in the next prompt."""
+    try:
+        import termios
+    except ImportError:  # Windows: no termios
+        yield
+        return
+    try:
+        fd = sys.stdin.fileno()
+        before = termios.tcgetattr(fd)
+    except (OSError, ValueError, termios.error):  # not a terminal (tests, pipes): nothing echoes
+        yield
+        return
+    quiet = list(before)
+    quiet[3] &= ~termios.ECHO  # lflags
+    termios.tcsetattr(fd, termios.TCSANOW, quiet)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSANOW, before)
 
 
 def _uninterrupted(wait: Callable[[], None]) -> None:

@@ -26,6 +26,7 @@ PALETTE: dict[str, tuple[int, int, int]] = {
 }
 COLOURS = tuple(PALETTE)
 SHAPES = ("circle", "square", "triangle")
+LORA_SHAPES = ("cross",)  # not in the base model: taught by the LoRA that train_lora.py makes
 GRAMMAR_WORDS = ("a", "on", "background", *COLOURS, *SHAPES)
 
 
@@ -54,19 +55,32 @@ def triangle_points(box: tuple[float, float, float, float]) -> list[tuple[float,
     return [((x0 + x1) / 2, y0), (x1, y1), (x0, y1)]
 
 
+def cross_bars(box: tuple[float, ...]) -> list[tuple[float, float, float, float]]:
+    """A plus-shaped cross filling the box: a vertical and a horizontal bar, a third as thick."""
+    x0, y0, x1, y1 = box
+    cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 6
+    return [(cx - half, y0, cx + half, y1), (x0, cy - half, x1, cy + half)]
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[float, ...], fill: object) -> None:
+    if shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif shape == "square":
+        draw.rectangle(box, fill=fill)
+    elif shape == "cross":
+        for bar in cross_bars(box):
+            draw.rectangle(bar, fill=fill)  # type: ignore[arg-type]
+    else:
+        draw.polygon(triangle_points(box), fill=fill)  # type: ignore[arg-type]
+
+
 def render(d: Drawing) -> Image.Image:
     """Draw at 4x and downsample so edges are anti-aliased like a real picture."""
     k = 4
     img = Image.new("RGB", (SIZE * k, SIZE * k), PALETTE[d.background])
     draw = ImageDraw.Draw(img)
     box = tuple(v * k for v in d.box)
-    fill = PALETTE[d.colour]
-    if d.shape == "circle":
-        draw.ellipse(box, fill=fill)
-    elif d.shape == "square":
-        draw.rectangle(box, fill=fill)
-    else:
-        draw.polygon(triangle_points(box), fill=fill)
+    _draw_shape(draw, d.shape, box, PALETTE[d.colour])
     return img.resize((SIZE, SIZE), Image.Resampling.BOX)
 
 
@@ -93,13 +107,7 @@ def nearest_palette(pixels: np.ndarray) -> np.ndarray:
 def _template(shape: str, box: tuple[float, float, float, float]) -> np.ndarray:
     img = Image.new("L", (SIZE * 4, SIZE * 4), 0)
     draw = ImageDraw.Draw(img)
-    b = tuple(v * 4 for v in box)
-    if shape == "circle":
-        draw.ellipse(b, fill=255)
-    elif shape == "square":
-        draw.rectangle(b, fill=255)
-    else:
-        draw.polygon(triangle_points(b), fill=255)
+    _draw_shape(draw, shape, tuple(v * 4 for v in box), 255)
     return np.asarray(img.resize((SIZE, SIZE), Image.Resampling.BOX)) >= 128
 
 
@@ -110,7 +118,7 @@ class Judgement:
     shape: str | None
 
 
-def judge(image: Image.Image) -> Judgement:
+def judge(image: Image.Image, shapes: tuple[str, ...] = SHAPES) -> Judgement:
     """Read back background colour, shape colour and shape from a 64x64 picture.
 
     Background: the most common nearest-palette colour of the border pixels.
@@ -131,7 +139,7 @@ def judge(image: Image.Image) -> Judgement:
     ys, xs = np.nonzero(mask)
     box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
     scores = {}
-    for shape in SHAPES:
+    for shape in shapes:
         t = _template(shape, box)
         scores[shape] = (t & mask).sum() / max((t | mask).sum(), 1)
     return Judgement(COLOURS[bg], COLOURS[colour], max(scores, key=scores.get))
