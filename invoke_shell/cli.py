@@ -153,13 +153,15 @@ def main(argv: list[str] | None = None) -> int:
         args.outdir,
         say,
         limits,
-        templates=Templates(args.wildcards.expanduser() if args.wildcards else registry.wildcards),
+        templates=Templates(args.wildcards.expanduser()) if args.wildcards else None,
         progress=None if interactive else complain,  # the toolbar shows progress in a terminal
         keep_models=args.max_loaded_models,
         addons=AddOns(
             loras=args.loras.expanduser() if args.loras else registry.loras,
             embeddings=args.embeddings.expanduser() if args.embeddings else registry.embeddings,
-        ),
+        )
+        if args.loras or args.embeddings
+        else None,
     )
     shell = Shell(registry, entry, session, printer=say, complain=complain)
     shell.output_gone = _stdout_gone

@@ -245,6 +245,8 @@ def test_hires_fix_draws_then_refines_at_twice_the_size_and_replays(shapes):
     assert (meta["width"], meta["height"], meta["steps_run"]) == (64, 64, 25 + 12)
     assert meta["hires"] == {"width": 128, "height": 128, "strength": 0.5, "upscaler": "lanczos"}
     assert "Hires upscale: 2, Hires upscaler: Lanczos" in Image.open(made).text["parameters"]
+    shapes.handle("!history 1")  # the size of the file, not of the first pass
+    assert f"{made.name}  " in shapes.lines[-2] and " 128x128 " in shapes.lines[-2]
     assert np.array_equal(pixels(replay(shapes, made)), out)
 
 

@@ -148,3 +148,27 @@ def test_completion_offers_lora_names_after_lora_colon(addons):
         for c in completer.get_completions(Document("a red circle <lora:th"), CompleteEvent())
     ]
     assert got == [("<lora:thick:1>", -8), ("<lora:thick-kohya:1>", -8)]
+
+
+SEEDS = (0, 2, 3)  # seeds whose cross the evaluation judged a cross (it draws one in 80 % of prompts)
+
+
+def test_the_shipped_lora_teaches_the_embedded_model_a_cross(tmp_path):
+    """loras/cross.safetensors (trained by tiny_shapes/train_lora.py) draws a shape the model
+    cannot: a plus-shaped cross; without it the same line draws no cross."""
+    from conftest import open_shell
+
+    from invoke_shell.models.tiny_shapes import data
+
+    shell = open_shell(Path(__file__).parent.parent / "configs" / "models.yaml", tmp_path / "out")
+    shapes = data.SHAPES + data.LORA_SHAPES
+    try:
+        for seed in SEEDS:
+            shell.handle(f"a red cross on a blue background <lora:cross:1> -S {seed}")
+            with_lora = data.judge(Image.open(shell.worker.status().made[-1].path), shapes)
+            shell.handle(f"a red cross on a blue background -S {seed}")
+            without = data.judge(Image.open(shell.worker.status().made[-1].path), shapes)
+            assert (with_lora.shape, with_lora.colour, with_lora.background) == ("cross", "red", "blue"), seed
+            assert without.shape != "cross", seed
+    finally:
+        shell.close()

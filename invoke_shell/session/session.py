@@ -78,9 +78,11 @@ class ModelSession:
     ) -> None:
         self.registry = registry
         self.limits = limits or Limits()  # refuse lines that would run too long or exhaust memory
-        self.templates = templates or Templates(None)  # prompt templates and their wildcard folder
+        # prompt templates with their wildcards, and the LoRAs and embeddings prompts name: the
+        # folders models.yaml gives unless the launch flags gave others
+        self.templates = templates or Templates(registry.wildcards)
         self.progress = progress  # a line per image with the line's ETA (over a pipe: no toolbar)
-        self.addons = addons or AddOns()  # the folders of LoRAs and embeddings prompts name
+        self.addons = addons or AddOns(registry.loras, registry.embeddings)
         self._hashes: dict[tuple[Path, float], str] = {}  # LoRA file (and its mtime) -> short hash
         self.outdir = outdir
         self.say = say
@@ -242,7 +244,7 @@ class ModelSession:
                     raise UsageError(e.message + (left if i < len(requests) else ""), _KEPT) from None
                 images.append(image)
                 written.append(path)
-                if self.progress is not None and not quiet:
+                if self.progress is not None and not quiet and len(requests) > 1:  # one image: its file line says it
                     self.progress(_progress_line(i, len(requests), self._made[-1], time.perf_counter() - started))
         finally:
             for f in pending:  # intermediates of every image are on disk before the line ends

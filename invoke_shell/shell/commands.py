@@ -17,6 +17,7 @@ from PIL import Image
 from invoke_shell.errors import UsageError, did_you_mean, escaped, named
 from invoke_shell.files.fetch import fetch, fetch_template, listing
 from invoke_shell.line.parsing import format_request, parse_switches
+from invoke_shell.line.requests import hires_size
 from invoke_shell.line.switches import help_text
 from invoke_shell.models.registry import ModelEntry, Registry
 from invoke_shell.session.session import ModelSession
@@ -190,8 +191,9 @@ def _history(shell: Host, args: str) -> None:
         r = m.request
         prompt = r.prompt if len(r.prompt) <= 48 else r.prompt[:45] + "..."
         kind = f"{r.kind} -f {r.strength:.2f}" if r.init_img is not None else r.kind  # strength: what an edit kept
+        width, height = hires_size(r) or (r.width, r.height)  # a hires pass: the size of the file
         shell.print(
-            f"{i:>4}  {m.path.name:<22} seed {r.seed:<10} {r.width}x{r.height}  {r.sampler:<15} "
+            f"{i:>4}  {m.path.name:<22} seed {r.seed:<10} {f'{width}x{height}':<9} {r.sampler:<15} "
             f'{kind:<16} {m.steps_run:>3} steps {m.seconds:5.2f} s  "{prompt}"'
         )
     if made:

@@ -55,7 +55,9 @@ def train(args: argparse.Namespace) -> Path:
     unet, text_encoder, tokenizer, vae = pipe.unet, pipe.text_encoder, pipe.tokenizer, pipe.vae
     for module in (unet, text_encoder, vae):
         module.requires_grad_(False)
-    unet.add_adapter(LoraConfig(r=args.rank, lora_alpha=args.rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    # attention and the residual blocks' convolutions: a shape is drawn by the convolutions
+    targets = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "conv1", "conv2"]
+    unet.add_adapter(LoraConfig(r=args.rank, lora_alpha=args.rank, target_modules=targets))
     # peft directly: transformers' own add_adapter asks for a newer peft than diffusers does
     inject_adapter_in_model(
         LoraConfig(
@@ -63,6 +65,8 @@ def train(args: argparse.Namespace) -> Path:
         ),
         text_encoder,
     )
+    if args.resume:  # go on from the LoRA already written (its steps are in loras/cross.json)
+        _resume(unet, text_encoder, OUT / "cross.safetensors")
     crosses = drawings(args.images, data.LORA_SHAPES, rng)
     known = drawings(args.images // 2, data.SHAPES, rng)
     pictures = crosses + known
@@ -111,6 +115,18 @@ def train(args: argparse.Namespace) -> Path:
     return OUT / "cross.safetensors"
 
 
+def _resume(unet: torch.nn.Module, text_encoder: torch.nn.Module, path: Path) -> None:
+    from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    saved = load_file(str(path))
+    for prefix, module in (("unet.", unet), ("text_encoder.", text_encoder)):
+        part = {k.removeprefix(prefix): v for k, v in saved.items() if k.startswith(prefix)}
+        result = set_peft_model_state_dict(module, part)
+        if result.unexpected_keys:
+            raise SystemExit(f"{path} does not fit these adapters: {result.unexpected_keys[:3]}")
+
+
 def evaluate(lora: Path, n: int, seed: int) -> dict[str, float]:
     """Cross prompts through the shell's own engine, at weight 1 and without the LoRA."""
     from invoke_shell.line.requests import ImageRequest
@@ -143,20 +159,26 @@ def evaluate(lora: Path, n: int, seed: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch", type=int, default=48)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--rank", type=int, default=16)
     p.add_argument("--images", type=int, default=3000)
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--device", default="cpu")
     p.add_argument("--eval_only", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue training loras/cross.safetensors")
     p.add_argument("--eval_prompts", type=int, default=40)
     args = p.parse_args(argv)
     lora = OUT / "cross.safetensors" if args.eval_only else train(args)
     figures = evaluate(lora, args.eval_prompts, seed=args.seed)
     log(json.dumps(figures))
-    (OUT / "cross.json").write_text(json.dumps({"args": vars(args), "evaluation": figures}, indent=1) + "\n")
+    record = {"args": vars(args), "evaluation": figures}
+    previous = OUT / "cross.json"
+    if args.resume and previous.exists():  # the runs it went on from, oldest first
+        earlier = json.loads(previous.read_text())
+        record["resumed_from"] = [*earlier.pop("resumed_from", []), earlier]
+    previous.write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":
