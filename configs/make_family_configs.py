@@ -19,21 +19,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from make_sd15_config import SCHEDULER, TEXT, UNET, VAE  # noqa: E402  (SD 1.5: the base for the rest)
+from make_sd15_config import INDEX as SD_INDEX  # noqa: E402  (SD 1.5: the base for the rest)
+from make_sd15_config import SCHEDULER, TEXT, UNET, VAE  # noqa: E402
 
 OUT = Path(__file__).parent.parent / "invoke_shell" / "models" / "configs"
 
-SD_INDEX = {
-    "_class_name": "StableDiffusionPipeline",
-    "feature_extractor": [None, None],
-    "safety_checker": [None, None],
-    "requires_safety_checker": False,
-    "scheduler": ["diffusers", "PNDMScheduler"],
-    "text_encoder": ["transformers", "CLIPTextModel"],
-    "tokenizer": ["transformers", "CLIPTokenizer"],
-    "unet": ["diffusers", "UNet2DConditionModel"],
-    "vae": ["diffusers", "AutoencoderKL"],
-}
 SD2_UNET = {
     **UNET,
     "attention_head_dim": [5, 10, 20, 20],

@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from invoke_shell.models.families import bytes_to_unicode  # CLIP's byte table, kept in one place
+
 SCHEDULER = {
     "_class_name": "PNDMScheduler",
     "beta_start": 0.00085,
@@ -101,19 +103,6 @@ TOKENIZER = {
     "errors": "replace",
     "add_prefix_space": False,
 }
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """CLIP's (and GPT-2's) reversible byte-to-character table."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs]))
 
 
 def write(bpe_gz: Path, out: Path) -> None:
