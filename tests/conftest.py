@@ -60,6 +60,17 @@ def open_shell(config: Path, outdir: Path, model: str | None = None):
     return shell
 
 
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    """A Shell over the shipped configs/models.yaml (the embedded tiny-shapes model, its wildcards
+    and LoRAs) and a real worker thread, shared by a module's tests; `shell.out` is its outdir."""
+    out = tmp_path_factory.mktemp("shapes")
+    shell = open_shell(Path(__file__).parent.parent / "configs" / "models.yaml", out)
+    shell.out = out
+    yield shell
+    shell.close()
+
+
 @pytest.fixture
 def make_shell(tiny_config, tmp_path):
     """Shells over the tiny random model, writing to tmp_path/out unless told otherwise."""

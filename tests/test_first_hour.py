@@ -9,7 +9,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
@@ -18,17 +17,6 @@ from invoke_shell.engines.prompts import PromptEncoder
 
 ROOT = Path(__file__).parent.parent
 MODEL = ROOT / "invoke_shell" / "models" / "tiny_shapes" / "model"
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    from conftest import open_shell
-
-    out = tmp_path_factory.mktemp("shapes")
-    shell = open_shell(ROOT / "configs" / "models.yaml", out)
-    shell.out = out / "img-samples"
-    yield shell
-    shell.close()
 
 
 def said(shell, line: str) -> list[str]:

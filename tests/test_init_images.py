@@ -108,17 +108,6 @@ def test_transparency_threshold_and_outcrop_strips_make_the_mask(tmp_path):
 # ---- through the shell on tiny-shapes
 
 
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    from conftest import open_shell
-
-    out = tmp_path_factory.mktemp("shapes")
-    shell = open_shell(ROOT / "configs" / "models.yaml", out)
-    shell.out = out
-    yield shell
-    shell.close()
-
-
 def last(shell) -> Path:
     return shell.worker.status().made[-1].path
 

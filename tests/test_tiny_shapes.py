@@ -14,18 +14,6 @@ ROOT = Path(__file__).parent.parent
 MODEL = ROOT / "invoke_shell" / "models" / "tiny_shapes" / "model"
 
 
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    """A Shell over the default registry (tiny-shapes) and a real worker thread."""
-    from conftest import open_shell
-
-    out = tmp_path_factory.mktemp("shapes")
-    shell = open_shell(ROOT / "configs" / "models.yaml", out)
-    shell.out = out
-    yield shell
-    shell.close()
-
-
 def last_image(shell) -> Image.Image:
     return Image.open(shell.worker.status().made[-1].path).convert("RGB")
 
