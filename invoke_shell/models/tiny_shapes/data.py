@@ -27,7 +27,21 @@ PALETTE: dict[str, tuple[int, int, int]] = {
 COLOURS = tuple(PALETTE)
 SHAPES = ("circle", "square", "triangle")
 LORA_SHAPES = ("cross",)  # not in the base model: taught by the LoRA that train_lora.py makes
-GRAMMAR_WORDS = ("a", "on", "background", *COLOURS, *SHAPES)
+# How people write: synonyms that name a palette colour or a shape, sizes the model ignores
+# (it draws shapes of every size), and the small words of English sentences.
+COLOUR_SYNONYMS = {"violet": "purple"}
+SHAPE_SYNONYMS = {"disc": "circle", "ball": "circle", "dot": "circle", "box": "square"}
+SIZES = ("tiny", "small", "little", "big", "large", "huge")
+FILLER = ("simple", "flat", "plain", "solid", "bright", "picture", "image", "drawing", "photo", "shape")
+GRAMMAR_WORDS = (
+    *("a", "an", "the", "one", "of", "on", "over", "with", "in", "front", "against", "and", "background"),
+    *COLOURS,
+    *SHAPES,
+    *COLOUR_SYNONYMS,
+    *SHAPE_SYNONYMS,
+    *SIZES,
+    *FILLER,
+)
 
 
 @dataclass(frozen=True)
@@ -85,13 +99,67 @@ def render(d: Drawing) -> Image.Image:
 
 
 def caption_variants(d: Drawing, rng: random.Random) -> str:
-    """Mostly the full caption; sometimes a shorter one so short prompts work too."""
+    """The canonical caption a third of the time, short forms sometimes, else natural phrasing."""
     r = rng.random()
-    if r < 0.08:
+    if r < 0.06:
         return f"a {d.colour} {d.shape}"
-    if r < 0.12:
+    if r < 0.09:
         return f"a {d.shape} on a {d.background} background"
-    return d.caption
+    if r < 0.4:
+        return d.caption
+    return natural_caption(d, rng)
+
+
+def _article(next_word: str, rng: random.Random) -> str:
+    r = rng.random()
+    if r < 0.6:
+        return "an" if next_word[0] in "aeiou" else "a"
+    if r < 0.7:
+        return "a"  # "a orange": what people typed to the first models, still understood
+    return rng.choice(("the", "one", ""))
+
+
+def _phrase(words: list[str], rng: random.Random) -> str:
+    return " ".join(w for w in [_article(words[0], rng), *words] if w)
+
+
+def natural_caption(d: Drawing, rng: random.Random) -> str:
+    """One of the ways a person describes the drawing: articles, sizes, synonyms, word order,
+    punctuation, and now and then a word the model has never seen (spelled out in characters),
+    which it learns to ignore. Upper case needs no training: the tokenizer lowercases."""
+    colour = next((k for k, v in COLOUR_SYNONYMS.items() if v == d.colour and rng.random() < 0.5), d.colour)
+    shape = next((k for k, v in SHAPE_SYNONYMS.items() if v == d.shape and rng.random() < 0.3), d.shape)
+    if shape == "box" and rng.random() < 0.5:
+        shape = "square box"
+    words = [colour, shape]
+    if rng.random() < 0.3:
+        words.insert(0, rng.choice(SIZES))
+    if rng.random() < 0.15:
+        words.insert(rng.randrange(len(words)), rng.choice(FILLER[:5]))
+    subject = _phrase(words, rng)
+    bg = d.background
+    background = _phrase([bg, "background"], rng)
+    form = rng.randrange(10)
+    text = [
+        f"{subject} on {background}",
+        f"{subject} on {bg}",
+        f"{subject} over {background}",
+        f"{subject} in front of {background}",
+        f"{subject} against {background}",
+        f"{subject} with {background}",
+        f"on {rng.choice((bg, background))}, {subject}",
+        f"{background} with {subject}",
+        f"{subject}, {background}",
+        f"{background} and {subject}",
+    ][form]
+    if rng.random() < 0.12:
+        text = f"{rng.choice(('picture', 'image', 'drawing', 'photo'))} of {text}"
+    if rng.random() < 0.08:
+        unknown = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 8)))
+        cut = text.split(" ")
+        cut.insert(rng.randrange(len(cut) + 1), unknown)
+        text = " ".join(cut)
+    return text + rng.choice(("", "", "", ".", "!"))
 
 
 # ---------------------------------------------------------------- judging a picture

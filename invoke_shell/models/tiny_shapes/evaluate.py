@@ -55,20 +55,47 @@ def shell_defaults() -> dict:
     return load_registry(None).get("tiny-shapes").defaults
 
 
-def txt2img_eval(engine, base: dict, prompts: list[data.Drawing], seeds: list[int]) -> tuple[dict, list]:
+# Phrasings people type, written by hand (not drawn from the training grammar): the drawing
+# each one asks for is given beside it.
+HAND_WRITTEN = [
+    ("a blue triangle on an orange background", data.Drawing("triangle", "blue", "orange", (0, 0, 0, 0))),
+    ("a tiny red circle on a blue background", data.Drawing("circle", "red", "blue", (0, 0, 0, 0))),
+    ("On blue, a red circle.", data.Drawing("circle", "red", "blue", (0, 0, 0, 0))),
+    ("A GREEN SQUARE ON A WHITE BACKGROUND", data.Drawing("square", "green", "white", (0, 0, 0, 0))),
+    ("a violet square box over a yellow background", data.Drawing("square", "purple", "yellow", (0, 0, 0, 0))),
+    ("a big yellow circle in front of a black background", data.Drawing("circle", "yellow", "black", (0, 0, 0, 0))),
+    ("Black background with an orange triangle", data.Drawing("triangle", "orange", "black", (0, 0, 0, 0))),
+    ("a small white square, on green", data.Drawing("square", "white", "green", (0, 0, 0, 0))),
+    ("picture of the purple ball against a red background", data.Drawing("circle", "purple", "red", (0, 0, 0, 0))),
+    ("a shiny green triangle on a purple background", data.Drawing("triangle", "green", "purple", (0, 0, 0, 0))),
+    ("an orange disc with a blue background!", data.Drawing("circle", "orange", "blue", (0, 0, 0, 0))),
+    ("the large red triangle on white", data.Drawing("triangle", "red", "white", (0, 0, 0, 0))),
+]
+
+
+def natural_prompts(drawings: list[data.Drawing], seed: int) -> list[tuple[str, data.Drawing]]:
+    """The hand-written phrasings, then one natural caption per drawing (a seed of its own)."""
+    rng = random.Random(seed)
+    return HAND_WRITTEN + [(data.natural_caption(d, rng), d) for d in drawings]
+
+
+def txt2img_eval(engine, base: dict, prompts, seeds: list[int]) -> tuple[dict, list]:
+    """Judge each (caption, drawing) or drawing (its canonical caption) at each seed."""
     right = {"background": 0, "colour": 0, "shape": 0, "all": 0}
     seconds, pictures = [], []
-    for d, seed in itertools.product(prompts, seeds):
-        res = engine.generate(ImageRequest(prompt=d.caption, **base, seed=seed))
+    for item, seed in itertools.product(prompts, seeds):
+        caption, d = item if isinstance(item, tuple) else (item.caption, item)
+        res = engine.generate(ImageRequest(prompt=caption, **base, seed=seed))
         seconds.append(res.seconds)
         j = data.judge(res.image)
         ok = (j.background == d.background, j.colour == d.colour, j.shape == d.shape)
         for key, v in zip(("background", "colour", "shape"), ok):
             right[key] += v
         right["all"] += all(ok)
-        pictures.append((d, seed, res.image, ok))
+        pictures.append((d, seed, res.image, ok, caption))
     n = len(prompts) * len(seeds)
     figures = {f"{k}_accuracy": round(v / n, 4) for k, v in right.items()}
+    figures["colours_accuracy"] = round((right["background"] + right["colour"]) / (2 * n), 4)
     figures.update(
         images=n,
         seconds_per_image_mean=round(float(np.mean(seconds)), 3),
@@ -135,7 +162,7 @@ def grid_picture(pictures, cols: int = 8, scale: int = 2) -> Image.Image:
             labelled_sheet(
                 [[img]], [f"{d.colour} {d.shape}/{d.background}" + ("" if all(ok) else " x")], min_tile=64 * scale
             )
-            for d, _seed, img, ok in row
+            for d, _seed, img, ok, _caption in row
         ]
         for row in rows
     ]
@@ -174,6 +201,10 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.time()
     report["txt2img"], pictures = txt2img_eval(engine, base, prompts, seeds)
     print("txt2img", json.dumps(report["txt2img"]), flush=True)
+    natural = natural_prompts(prompts, seed=7)
+    report["txt2img_natural"], judged = txt2img_eval(engine, base, natural, seeds)
+    report["txt2img_natural"]["wrong"] = [f"{c} -S {seed}" for d, seed, _img, ok, c in judged if not all(ok)]
+    print("txt2img, natural phrasings", json.dumps(report["txt2img_natural"]), flush=True)
     report["img2img"], strips = img2img_eval(engine, base, pairs, seed=seeds[0])
     for f, row in report["img2img"]["curve"].items():
         print(f"img2img strength {f}: {row}", flush=True)
