@@ -6,7 +6,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN     = $(VENV)/bin
 
-.PHONY: run test lint install train evaluate clean
+.PHONY: run test lint install train evaluate bench clean
 
 $(BIN)/invoke-shell: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ train: install
 
 evaluate: install
 	$(BIN)/python -m invoke_shell.models.tiny_shapes.evaluate
+
+# side-by-side figures against bare diffusers (give it a quiet machine; BENCH=--full_size adds SD 1.5's architecture)
+bench: install
+	$(BIN)/python benchmarks/vs_diffusers.py $(BENCH)
+	$(BIN)/python benchmarks/memory.py $(BENCH)
+	$(BIN)/python benchmarks/intermediates_overhead.py
+	$(BIN)/python benchmarks/startup.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     from invoke_shell.models.registry import Registry, builtin_registry, load_registry
     from invoke_shell.session.limits import Limits
     from invoke_shell.session.session import ModelSession
+    from invoke_shell.session.share import launched_processes
     from invoke_shell.shell.repl import Shell, stdin_is_terminal
 
     quiet_environment()
@@ -135,6 +136,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log_path = route_logs(args.outdir, args.verbose)
     interactive = args.from_file is None and stdin_is_terminal()
+    share = None
+    if launched_processes() > 1:  # accelerate launch: this process makes its share of the file
+        if args.from_file is None:
+            print(
+                UsageError(
+                    "several processes were launched, but there is no prompt file to share between them",
+                    "add --from_file FILE (accelerate launch ... -m invoke_shell --from_file prompts.txt)",
+                ).show(),
+                file=sys.stderr,
+            )
+            return 2
+        from invoke_shell.session.share import join
+
+        share, args.device = join(args.device)
 
     def say(text: str) -> None:
         try:
@@ -162,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.loras or args.embeddings
         else None,
+        share=share,
     )
     shell = Shell(registry, entry, session, printer=say, complain=complain)
     shell.output_gone = _stdout_gone
@@ -181,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         status = 130
     finally:
         shell.close()
+        if share is not None:
+            from invoke_shell.session.share import leave
+
+            leave()
     return status
 
 

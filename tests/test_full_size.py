@@ -13,42 +13,16 @@ import gc
 import hashlib
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from invoke_shell.models import convert
-from invoke_shell.models.families import CONFIGS
 from invoke_shell.models.loader import open_pipeline
+from invoke_shell.models.random_model import random_full_size
 from invoke_shell.models.registry import ModelEntry
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_network")]
-
-
-def random_full_size(family: str) -> SimpleNamespace:
-    """The family's components from our shipped configs, built on the meta device, then given
-    random fp16 values in place (no fp32 copy, no default initialisation)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    base = CONFIGS / family
-    with torch.device("meta"):
-        parts = {
-            "unet": UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(str(base / "unet"))),
-            "vae": AutoencoderKL.from_config(AutoencoderKL.load_config(str(base / "vae"))),
-            "text_encoder": CLIPTextModel(CLIPTextConfig.from_pretrained(str(base / "text_encoder"))),
-        }
-        if (base / "text_encoder_2").is_dir():
-            parts["text_encoder_2"] = CLIPTextModelWithProjection(
-                CLIPTextConfig.from_pretrained(str(base / "text_encoder_2"))
-            )
-    g = torch.Generator().manual_seed(0)
-    for module in parts.values():
-        module.to(torch.float16).to_empty(device="cpu")
-        for t in module.state_dict().values():
-            t.normal_(0, 0.05, generator=g)
-    return SimpleNamespace(**{"text_encoder_2": None, **parts})
 
 
 def digests(modules: dict[str, torch.nn.Module]) -> dict[str, str]:

@@ -277,25 +277,85 @@ def test_a_bad_file_is_one_message_and_the_loaded_model_stays(written, tmp_path,
         shell.close()
 
 
-def test_sdxl_is_refused_by_the_shell_before_its_weights_are_read(written, tmp_path):
-    _, folder, _ = written["sd-1"]
+def _xl_bare(pipe, prompt: str, seed: int, **kw):
+    """SDXL as a script would call it: the pipeline's defaults (1024-style micro-conditioning
+    from the size, zeros for an empty negative), 64x64 for the small test model."""
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(
+        prompt,
+        num_inference_steps=3,
+        guidance_scale=5.0,
+        height=64,
+        width=64,
+        output_type="np",
+        generator=torch.Generator().manual_seed(seed),
+        **kw,
+    )
+    return out.images[0]
+
+
+def test_sdxl_generates_from_a_single_file_and_a_folder_like_diffusers(written, tmp_path):
+    """SDXL from the same line syntax: txt2img and img2img equal the XL pipelines' own pictures,
+    weighting goes through compel's SDXL path, and the metadata is written as for SD 1.x."""
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+
+    from invoke_shell.files.fetch import read_chunks
+
+    from diffusers import DDIMScheduler, StableDiffusionXLPipeline
+
+    _, folder, file = written["sdxl"]
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(folder), local_files_only=True)  # as a script loads it
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     config = tmp_path / "models.yaml"
     config.write_text(
-        f"models:\n  good:\n    path: {folder}\n    width: 64\n    height: 64\n"
-        f"  xl:\n    path: {written['sdxl'][2]}\n  xl-folder:\n    path: {written['sdxl'][1]}\n"
+        f"models:\n  xl:\n    path: {file}\n    config: {folder}\n    width: 64\n    height: 64\n"
+        f"    sampler: ddim\n    steps: 3\n    cfg_scale: 5.0\n  xl-folder:\n    path: {folder}\n"
+        "    width: 64\n    height: 64\n    sampler: ddim\n    steps: 3\n    cfg_scale: 5.0\n"
     )
-    shell = open_shell(config, tmp_path / "out", "good")
+    shell = open_shell(config, tmp_path / "out", "xl")
     try:
-        for name in ("xl", "xl-folder"):
-            shell.lines.clear()
-            shell.handle(f"!switch {name}")
-            errors = [line for line in shell.lines if line.startswith("error:")]
-            assert errors == [
-                f"error: model '{name}': it is Stable Diffusion XL, which the shell loads but does not generate "
-                "with yet (model good is still loaded)\n  hint: use an SD 1.x or 2.x model; "
-                "`python -m invoke_shell.models.convert` and diffusers read SDXL files"
-            ]
-        assert shell.worker.status().model == "good"
+        shell.handle('"a red circle on a blue background" -S 7')
+        made = tmp_path / "out" / "img-samples" / "000001.7.png"
+        want = _xl_bare(pipe, "a red circle on a blue background", 7)
+        got = np.asarray(Image.open(made), dtype=np.float32) / 255
+        assert np.abs(got - want).max() <= 1 / 255 + 1e-6, shell.lines  # rounding to 8 bits only
+
+        shell.handle(f'"a green square" -S 8 -I {made} -f 0.6')
+        i2i = StableDiffusionXLImg2ImgPipeline.from_pipe(pipe)
+        i2i.set_progress_bar_config(disable=True)
+        want = i2i(
+            "a green square",
+            image=Image.open(made).convert("RGB"),
+            strength=0.6,
+            num_inference_steps=3,
+            guidance_scale=5.0,
+            output_type="np",
+            generator=torch.Generator().manual_seed(8),
+        ).images[0]
+        got = np.asarray(Image.open(tmp_path / "out" / "img-samples" / "000002.8.png"), dtype=np.float32) / 255
+        assert np.abs(got - want).max() <= 1 / 255 + 1e-6
+
+        shell.handle('"a (red)1.6 circle" -S 7')  # weighted: compel's SDXL path, another picture
+        weighted = np.asarray(Image.open(tmp_path / "out" / "img-samples" / "000003.7.png"), dtype=np.int16)
+        assert np.abs(weighted - np.asarray(Image.open(made), dtype=np.int16)).max() > 0
+
+        mask = Image.new("L", (64, 64), 0)
+        mask.paste(255, (16, 16, 48, 48))
+        mask.save(tmp_path / "mask.png")
+        shell.handle(f'"a blue square" -S 9 -I {made} -M {tmp_path / "mask.png"} -f 0.9')  # XL inpaint view
+        kept = np.asarray(Image.open(tmp_path / "out" / "img-samples" / "000004.9.png"), dtype=np.int16)
+        first = np.asarray(Image.open(made), dtype=np.int16)
+        assert np.abs(kept - first)[:8].max() <= 3 and np.abs(kept - first)[20:44, 20:44].max() > 3  # kept / repainted
+        shell.handle('"a red circle" -S 7 --hires_fix --hires_scale 2')  # the refining pass at 128x128
+        assert Image.open(tmp_path / "out" / "img-samples" / "000005.7.png").size == (128, 128)
+
+        shell.handle("!switch xl-folder")
+        shell.handle('"a red circle on a blue background" -S 7')  # the same weights from the folder
+        again = tmp_path / "out" / "img-samples" / "000006.7.png"
+        assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(made)))
+        dream = read_chunks(made)["Dream"]
+        assert dream.startswith('"a red circle on a blue background"') and "-S 7" in dream and "-A ddim" in dream
+        assert not [line for line in shell.lines if line.startswith("error")], shell.lines
     finally:
         shell.close()
 
@@ -404,3 +464,22 @@ def test_family_of_small_builders_is_the_converters(written):
     assert json.loads((written["sdxl"][1] / "model_index.json").read_text())["_class_name"] == (
         "StableDiffusionXLPipeline"
     )
+
+
+def test_an_entry_without_a_size_draws_at_the_size_its_weights_were_trained_at(written, tmp_path):
+    config = tmp_path / "models.yaml"
+    config.write_text(
+        f"models:\n  xl:\n    path: {written['sdxl'][2]}\n  sd1:\n    path: {written['sd-1'][2]}\n"
+        f"  folder:\n    path: {written['sdxl'][1]}\n  sized:\n    path: {written['sdxl'][2]}\n    width: 768\n"
+        "  absent:\n    path: nowhere.safetensors\n"
+    )
+    registry = load_registry(config)
+    sides = {name: (e.defaults["width"], e.defaults["height"]) for name, e in registry.models.items()}
+    # single files by family (SDXL 1024), a folder by its UNet's sample size x the VAE's factor
+    assert sides == {
+        "xl": (1024, 1024),
+        "sd1": (512, 512),
+        "folder": (64, 64),
+        "sized": (768, 512),
+        "absent": (512, 512),
+    }

@@ -25,6 +25,12 @@ class Adapters:
         self.pipe = pipe
         self.loras: dict[str, Path] = {}  # adapter name -> the file it came from
         self.embeddings: dict[str, Path] = {}  # token -> file
+        self._weights: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def state(self) -> tuple[Any, ...]:
+        """What is applied to the text encoder now: a key under which prompt embeddings stay valid."""
+        return tuple(sorted((a, str(p)) for a, p in self.loras.items())), self._weights, tuple(self.embeddings)
 
     def use_loras(self, wanted: Sequence[Wanted]) -> None:
         names = {_adapter(name): path for name, path, _ in wanted}
@@ -46,8 +52,14 @@ class Adapters:
                 self.loras[adapter] = path
         if wanted:
             self.pipe.set_adapters([_adapter(n) for n, _, _ in wanted], [w for _, _, w in wanted])
+        self._weights = tuple((_adapter(n), w) for n, _, w in wanted)
 
     def use_embeddings(self, wanted: Sequence[tuple[str, Path]]) -> None:
+        if wanted and "text_encoder_2" in self.pipe.components:
+            raise UsageError(
+                f"<{wanted[0][0]}>: textual-inversion embeddings are not supported on SDXL models yet",
+                "leave the embedding out of the prompt, or use it with an SD 1.x or 2.x model",
+            )
         for name, path in wanted:
             token = f"<{name}>"
             if self.embeddings.get(token) == path:

@@ -127,7 +127,16 @@ def _unet_call(pipe: Any, width: int, height: int) -> None:
     unet, f = pipe.unet, pipe.vae_scale_factor
     latents = torch.zeros(2, unet.config.in_channels, height // f, width // f, device=unet.device, dtype=unet.dtype)
     context = torch.zeros(2, 77, unet.config.cross_attention_dim, device=unet.device, dtype=unet.dtype)
-    unet(latents, 500, encoder_hidden_states=context)
+    extra = {}
+    if unet.config.addition_embed_type == "text_time":  # SDXL: pooled text and six size numbers
+        c = unet.config
+        pooled = c.projection_class_embeddings_input_dim - 6 * c.addition_time_embed_dim
+        like = {"device": unet.device, "dtype": unet.dtype}
+        extra["added_cond_kwargs"] = {
+            "text_embeds": torch.zeros(2, pooled, **like),
+            "time_ids": torch.zeros(2, 6, **like),
+        }
+    unet(latents, 500, encoder_hidden_states=context, **extra)
 
 
 @torch.no_grad()

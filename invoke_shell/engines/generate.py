@@ -2,8 +2,8 @@
 
 img2img is txt2img started part-way down the schedule: all run diffusers' own pipelines
 (StableDiffusionPipeline, and StableDiffusionImg2ImgPipeline / StableDiffusionInpaintPipeline
-.from_pipe over the same modules, so the weights are in memory once), with a fresh scheduler per
-request and a per-step callback. --hires_fix and -U add a second, img2img pass at a larger size.
+.from_pipe over the same modules, so the weights are in memory once; their XL counterparts for
+SDXL), each view built once and given a fresh scheduler per request, with a per-step callback. --hires_fix and -U add a second, img2img pass at a larger size.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from invoke_shell.errors import Cancelled
 from invoke_shell.line.requests import ImageRequest, hires_size, hires_strength, upscales_init
 
 TILE_ABOVE_PIXELS = 1024 * 1024  # the VAE's peak memory grows with pixels; above this it works in tiles
+_SD_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline")
+_XL_PIPELINES = ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline")
 
 
 @dataclass(frozen=True)
@@ -60,11 +62,17 @@ class Engine:
     about any single request is stored here."""
 
     def __init__(self, pipe: Any) -> None:
-        from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline, StableDiffusionPipeline
+        import diffusers
 
-        self.txt2img = pipe if type(pipe) is StableDiffusionPipeline else StableDiffusionPipeline.from_pipe(pipe)
-        self._img2img_cls = StableDiffusionImg2ImgPipeline
-        self._inpaint_cls = StableDiffusionInpaintPipeline  # a 9-channel inpainting UNet uses its own channels
+        # SD 1.x/2.x or SDXL: the family's own txt2img, img2img and inpaint pipelines
+        self.xl = "text_encoder_2" in pipe.components
+        names = _XL_PIPELINES if self.xl else _SD_PIPELINES
+        base, img2img, inpaint = (getattr(diffusers, name) for name in names)
+        self.txt2img = pipe if type(pipe) is base else base.from_pipe(pipe)
+        self._img2img_cls = img2img
+        self._inpaint_cls = inpaint  # a 9-channel inpainting UNet uses its own channels
+        self.txt2img.set_progress_bar_config(disable=True)
+        self._views: dict[type, Any] = {type(self.txt2img): self.txt2img}  # one pipeline view per kind
         self.base_scheduler_config: dict[str, Any] = dict(pipe.scheduler.config)
         self.prompts = PromptEncoder(self.txt2img)
         self.adapters = Adapters(self.txt2img)  # LoRAs and embeddings the prompts name
@@ -89,6 +97,7 @@ class Engine:
         """All the components (shared by every pipeline view) to `device`: a model kept while
         another one holds the GPU waits on the CPU."""
         self.txt2img.to(device)
+        self.prompts.forget()
         if device == "cpu" and torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -166,29 +175,28 @@ class Engine:
         """One run of diffusers' own pipeline: txt2img without `image`, img2img with it (a
         picture, or latents), inpaint with a mask. Returns float pixels HxWx3 in [0, 1]."""
         width, height = size
-        # a fresh scheduler and a pipeline view over the shared components
+        # a fresh scheduler on the pipeline view of this kind over the shared components
         scheduler = schedulers.build(req.sampler, self.base_scheduler_config, req.seed)
         schedulers.check_fits(req.sampler, scheduler, schedule)
         if image is None:
-            pipe = type(self.txt2img).from_pipe(self.txt2img, scheduler=scheduler)
+            pipe = self._view(type(self.txt2img), scheduler)
             inputs: dict[str, Any] = {"height": height, "width": width}
         elif mask is None:
-            pipe = self._img2img_cls.from_pipe(self.txt2img, scheduler=scheduler)
+            pipe = self._view(self._img2img_cls, scheduler)
             picture = image.convert("RGB") if isinstance(image, Image.Image) else image
             inputs = {"image": picture, "strength": req.strength}
         else:
             # a 4-channel UNet: diffusers blends the init's latents back outside the mask each step;
             # the mask is widened to whole latent cells, so every pixel to repaint is in one
-            pipe = self._inpaint_cls.from_pipe(self.txt2img, scheduler=scheduler)
+            pipe = self._view(self._inpaint_cls, scheduler)
             cells = latent_cells(mask, int(self.txt2img.vae_scale_factor))
             inputs = {"image": image, "mask_image": cells, "strength": req.strength, "height": height, "width": width}
-        pipe.set_progress_bar_config(disable=True)
-        tap = StepTap(scheduler)
+        tap = StepTap(scheduler) if on_step is not None else None  # x0 per step only for those who look
         done = [0]  # steps finished, for the step a stop inside a model call reports
 
         # denoise, reporting each step; Ctrl-C raises from the callback to stop at once
         def callback(p: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-            if on_step is not None:
+            if on_step is not None and tap is not None:
                 total = p.num_timesteps
                 if i == 0 and tap.start is not None and tap.start_sigma is not None:
                     on_step(
@@ -209,13 +217,8 @@ class Engine:
             inputs["latents"] = self.noise(req, generator)
         p = self.txt2img
         with stop_points([p.text_encoder, p.unet, p.vae], cancel, lambda: done[0]), self._tiled(width, height):
-            if self.prompts.needs_compel(req.positive, req.negative):  # weights or a long prompt
-                cond, uncond = self.prompts.encode(req.positive, req.negative)
-                text: dict[str, Any] = {"prompt_embeds": cond, "negative_prompt_embeds": uncond}
-            else:
-                text = {"prompt": req.positive, "negative_prompt": req.negative or None}
             out = pipe(
-                **text,
+                **self.prompts.embeddings(req.positive, req.negative, self.adapters.state),
                 num_inference_steps=schedule,
                 guidance_scale=req.cfg_scale,
                 generator=generator,
@@ -226,6 +229,16 @@ class Engine:
             )
         pixels: np.ndarray = out.images[0].astype(np.float32)
         return pixels
+
+    def _view(self, cls: type, scheduler: Any) -> Any:
+        """The pipeline of `cls` over the shared components, built once (`from_pipe`), given this
+        request's scheduler."""
+        view = self._views.get(cls)
+        if view is None:
+            view = self._views[cls] = cls.from_pipe(self.txt2img)
+            view.set_progress_bar_config(disable=True)
+        view.scheduler = scheduler
+        return view
 
     def _upscaled(self, pixels: np.ndarray, size: tuple[int, int], how: str) -> Image.Image | torch.Tensor:
         """The first pass at the refining size: its picture by Lanczos, or its latents (the picture

@@ -19,6 +19,14 @@ from torch import nn
 
 # rows: latent channels 0-3; columns: R, G, B (output in [-1, 1])
 SD1_LATENT_RGB = [[0.298, 0.207, 0.208], [0.187, 0.286, 0.173], [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]]
+# SDXL's VAE has its own latent space: ComfyUI's published map for it, with its bias
+SDXL_LATENT_RGB = [
+    [0.3651, 0.4232, 0.4341],
+    [-0.2533, -0.0042, 0.1068],
+    [0.1076, 0.1111, -0.0362],
+    [-0.3165, -0.2492, -0.2188],
+]
+SDXL_LATENT_BIAS = [0.1084, -0.0175, -0.0011]
 DECODER_FILE = "preview_decoder.safetensors"
 
 
@@ -100,12 +108,13 @@ class DecoderPreviewer:
         return to_image(self.net(z)[0].permute(1, 2, 0))
 
 
-def load_previewer(model_path: Path) -> Previewer:
-    """The best fast preview this model ships: its decoder, its fitted linear map, or SD 1.x's."""
+def load_previewer(model_path: Path, xl: bool = False) -> Previewer:
+    """The best fast preview this model ships: its decoder, its fitted linear map, or its
+    family's published one (SD 1.x/2.x, or SDXL's)."""
     if model_path.is_dir() and (model_path / DECODER_FILE).is_file():
         return DecoderPreviewer(PreviewNet.load(model_path / DECODER_FILE))
     fitted = model_path / "latent_rgb.json" if model_path.is_dir() else None
     if fitted is not None and fitted.exists():
         spec = json.loads(fitted.read_text())
         return LatentPreviewer(spec["weights"], spec["bias"])
-    return LatentPreviewer(SD1_LATENT_RGB)
+    return LatentPreviewer(SDXL_LATENT_RGB, SDXL_LATENT_BIAS) if xl else LatentPreviewer(SD1_LATENT_RGB)

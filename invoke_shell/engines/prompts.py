@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -32,10 +33,48 @@ def is_weighted(text: str) -> bool:
     return bool(_WEIGHTED.search(to_compel(text)))
 
 
+CACHED_PROMPTS = 16  # (prompt, negative) pairs whose embeddings are kept between images
+_SD_NAMES = ("prompt_embeds", "negative_prompt_embeds")
+_XL_NAMES = (*_SD_NAMES, "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
+
+
 class PromptEncoder:
     def __init__(self, pipe: Any) -> None:
         self.pipe = pipe
         self._compel: Any = None
+        self.xl = "text_encoder_2" in pipe.components
+        self._cache: OrderedDict[tuple[Any, ...], dict[str, torch.Tensor]] = OrderedDict()
+
+    def embeddings(self, positive: str, negative: str, adapters: tuple[Any, ...]) -> dict[str, torch.Tensor]:
+        """The pipeline's embedding arguments for a prompt and its negative (SDXL adds the pooled
+        ones), encoded once while the same LoRAs and embeddings are in use (`adapters` names
+        them): a -n run, a sweep or the next line with the same prompt pays no text-encoder
+        time. Plain prompts go through the pipeline's own encode_prompt, so the pixels are those
+        of a pipeline called with the strings."""
+        key = (positive, negative, adapters)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        if self.needs_compel(positive, negative):  # weights or a long prompt
+            found = self.encode(positive, negative)
+        else:
+            with torch.no_grad():
+                found = self.pipe.encode_prompt(
+                    prompt=positive,
+                    device=self.pipe.device,
+                    num_images_per_prompt=1,
+                    do_classifier_free_guidance=True,
+                    negative_prompt=negative or None,
+                )
+        names = _XL_NAMES if self.xl else _SD_NAMES
+        self._cache[key] = dict(zip(names, found, strict=True))
+        while len(self._cache) > CACHED_PROMPTS:
+            self._cache.popitem(last=False)
+        return self._cache[key]
+
+    def forget(self) -> None:
+        """Drop the cached embeddings (the text encoder moved, or changed)."""
+        self._cache.clear()
 
     @property
     def window(self) -> int:
@@ -58,19 +97,34 @@ class PromptEncoder:
 
     def compel(self) -> Any:
         if self._compel is None:
-            from compel import Compel
+            from compel import Compel, ReturnedEmbeddingsType
 
-            self._compel = Compel(
-                tokenizer=self.pipe.tokenizer, text_encoder=self.pipe.text_encoder, truncate_long_prompts=False
-            )
+            p = self.pipe
+            if self.xl:  # both encoders, the penultimate layer, the second one's pooled output
+                self._compel = Compel(
+                    tokenizer=[p.tokenizer, p.tokenizer_2],
+                    text_encoder=[p.text_encoder, p.text_encoder_2],
+                    returned_embeddings_type=ReturnedEmbeddingsType.PENULTIMATE_HIDDEN_STATES_NON_NORMALIZED,
+                    requires_pooled=[False, True],
+                    truncate_long_prompts=False,
+                )
+            else:
+                self._compel = Compel(tokenizer=p.tokenizer, text_encoder=p.text_encoder, truncate_long_prompts=False)
         return self._compel
 
     @torch.no_grad()
-    def encode(self, positive: str, negative: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, positive: str, negative: str) -> tuple[torch.Tensor, ...]:
+        """Weighted or long prompts through compel, in the order of encode_prompt's results."""
         c = self.compel()
-        cond, uncond = c(to_compel(positive)), c(to_compel(negative))
+        if not self.xl:
+            cond, uncond = c(to_compel(positive)), c(to_compel(negative))
+            cond, uncond = c.pad_conditioning_tensors_to_same_length([cond, uncond])
+            return cond, uncond
+        (cond, pooled), (uncond, neg_pooled) = c(to_compel(positive)), c(to_compel(negative))
         cond, uncond = c.pad_conditioning_tensors_to_same_length([cond, uncond])
-        return cond, uncond
+        if not negative and self.pipe.config.get("force_zeros_for_empty_prompt", False):
+            uncond, neg_pooled = torch.zeros_like(cond), torch.zeros_like(pooled)  # as the pipeline does
+        return cond, uncond, pooled, neg_pooled
 
     def describe(self, text: str) -> str:
         """How a prompt was tokenised: each token with its weight, and the chunks it took."""

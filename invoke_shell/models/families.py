@@ -154,6 +154,22 @@ def detect(shapes: dict[str, list[int]], name: str) -> Detected:
     return Detected(found, f"{found.label} (from its {how})")
 
 
+def native_side(path: Path) -> int | None:
+    """The image side the weights at `path` were trained at, from configs and headers alone: a
+    diffusers folder's UNet sample size times its VAE's factor, a single file's family size
+    (SDXL 1024). None when that cannot be read (no file yet, a pickle, a broken folder)."""
+    try:
+        if path.is_dir():
+            unet = json.loads((path / "unet" / "config.json").read_text(encoding="utf-8"))
+            vae = json.loads((path / "vae" / "config.json").read_text(encoding="utf-8"))
+            return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+        if path.suffix.lower() == ".safetensors" and path.is_file():
+            return detect(read_header(path), path.name).family.size
+    except (OSError, ValueError, KeyError, TypeError, UsageError):
+        return None
+    return None
+
+
 def check_shapes(shapes: dict[str, list[int]], name: str, config: Path) -> None:
     """The UNet's input channels, first width and cross-attention width must be those of the
     config folder it will be built from; otherwise diffusers fails deep inside with a size error."""

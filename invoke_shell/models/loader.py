@@ -44,14 +44,15 @@ def load_model(
     route_library_logs()  # imports diffusers/transformers, then sends their records to our log
     dev = pick_device(device)
     dtype = pick_dtype(precision, dev)
-    opened = open_pipeline(entry, dev, dtype, runs=ENGINE_FAMILIES)
+    opened = open_pipeline(entry, dev, dtype)
     pipe = opened.pipe
     set_threads(threads, dev, sum(p.numel() for p in pipe.unet.parameters()))
     path = Path(pipe.config._name_or_path) if entry.repo_id else entry.path  # the snapshot folder
+    engine = Engine(pipe)
     return LoadedModel(
-        Engine(pipe),
+        engine,
         ModelInfo(entry.name, str(entry.path), model_hash(path)),
-        load_previewer(path),
+        load_previewer(path, engine.xl),
         f"{opened.how}, {opened.source}, {str(dtype).removeprefix('torch.')}",
     )
 
@@ -114,13 +115,7 @@ class Opened:
 PIPELINES = ("StableDiffusionPipeline", "StableDiffusionInpaintPipeline", "StableDiffusionXLPipeline")
 
 
-# what the shell's engine generates with; the loader itself reads every family
-ENGINE_FAMILIES = ("sd-1", "sd-1-inpaint", "sd-2", "sd-2-inpaint")
-
-
-def open_pipeline(
-    entry: ModelEntry, device: str, dtype: torch.dtype, runs: tuple[str, ...] = tuple(FAMILIES)
-) -> Opened:
+def open_pipeline(entry: ModelEntry, device: str, dtype: torch.dtype) -> Opened:
     """Load `entry` with no network: a diffusers folder, a Hugging Face cache entry (a folder
     found by repo id), or a single-file checkpoint whose family is read from its keys and shapes
     and built from the shipped config folder of that family."""
@@ -135,10 +130,10 @@ def open_pipeline(
         )
     check_weights(entry)
     if entry.is_single_file:
-        pipe, family, how = _single_file(entry, dtype, runs)
+        pipe, family, how = _single_file(entry, dtype)
         source = "single file"
     else:
-        pipe, family, how = _folder(entry, dtype, runs)
+        pipe, family, how = _folder(entry, dtype)
     wanted = entry.prediction_type or (family.prediction_type if entry.is_single_file else None)
     if wanted and pipe.scheduler.config.get("prediction_type") != wanted:
         pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, prediction_type=wanted)
@@ -147,7 +142,7 @@ def open_pipeline(
     return Opened(pipe.to(device), family, how, source)
 
 
-def _single_file(entry: ModelEntry, dtype: torch.dtype, runs: tuple[str, ...]) -> tuple[Any, Family, str]:
+def _single_file(entry: ModelEntry, dtype: torch.dtype) -> tuple[Any, Family, str]:
     import diffusers
 
     path = entry.path
@@ -164,7 +159,6 @@ def _single_file(entry: ModelEntry, dtype: torch.dtype, runs: tuple[str, ...]) -
                 f"its config folder {entry.config} does not exist",
                 f"leave `config:` out to use the shipped {family.name} configs, or fix the path",
             )
-        _check_runs(family, runs)
         check_shapes(shapes, path.name, config)
     except UsageError as e:  # the file's own words, naming the model too
         prefix = f"model {entry.name!r}: "
@@ -189,7 +183,7 @@ def _single_file(entry: ModelEntry, dtype: torch.dtype, runs: tuple[str, ...]) -
     return pipe, family, how
 
 
-def _folder(entry: ModelEntry, dtype: torch.dtype, runs: tuple[str, ...]) -> tuple[Any, Family, str]:
+def _folder(entry: ModelEntry, dtype: torch.dtype) -> tuple[Any, Family, str]:
     import diffusers
 
     from invoke_shell.models.convert import pipeline_family
@@ -201,8 +195,6 @@ def _folder(entry: ModelEntry, dtype: torch.dtype, runs: tuple[str, ...]) -> tup
             f"model {entry.name!r} is a {name} folder, which this shell does not run",
             "supported: " + ", ".join(PIPELINES),
         )
-    if name == "StableDiffusionXLPipeline":
-        _check_runs(FAMILIES["sdxl"], runs, f"model {entry.name!r}: ")
     kwargs: dict[str, Any] = {} if name == "StableDiffusionXLPipeline" else {"safety_checker": None}
     pipe = getattr(diffusers, name).from_pretrained(
         str(entry.path),
@@ -217,15 +209,6 @@ def _folder(entry: ModelEntry, dtype: torch.dtype, runs: tuple[str, ...]) -> tup
     inpaint = "-inpaint" if pipe.unet.config.in_channels == 9 else ""
     family = FAMILIES[entry.family or pipeline_family(pipe) + inpaint]
     return pipe, family, f"{family.label}" + (" (family: in models.yaml)" if entry.family else " layout")
-
-
-def _check_runs(family: Family, runs: tuple[str, ...], prefix: str = "") -> None:
-    """Refused before the weights are read: a model the engine cannot draw with."""
-    if family.name not in runs:
-        raise UsageError(
-            f"{prefix}it is {family.label}, which the shell loads but does not generate with yet",
-            "use an SD 1.x or 2.x model; `python -m invoke_shell.models.convert` and diffusers read SDXL files",
-        )
 
 
 def cached_snapshot(entry: ModelEntry) -> Path:

@@ -30,7 +30,7 @@ from typing import Any, NoReturn
 from invoke_shell.errors import UsageError, did_you_mean, quoted
 from invoke_shell.line.parsing import convert
 from invoke_shell.line.switches import BY_NAME, SWITCHES, Switch, model_defaults
-from invoke_shell.models.families import FAMILIES, PREDICTION_TYPES
+from invoke_shell.models.families import FAMILIES, PREDICTION_TYPES, native_side
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # invoke_shell/
 DEFAULT_CONFIG = Path("configs/models.yaml")
@@ -196,6 +196,10 @@ def _entry(name: str, key_node: Any, spec: Any, path: Path) -> ModelEntry:
         _fail(
             path, items["path"][1], f"{where}.path", f"{quoted(weights)} is not a repo id", "e.g. path: hf:owner/name"
         )
+    side = None if repo_id or "width" in values or "height" in values else native_side(_resolve(weights, path))
+    if side is not None:  # the size the weights were trained at (SDXL: 1024) unless the entry says
+        values.setdefault("width", side)
+        values.setdefault("height", side)
     return ModelEntry(
         name=name,
         path=Path(weights) if repo_id else _resolve(weights, path),

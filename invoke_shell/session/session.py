@@ -34,6 +34,7 @@ from invoke_shell.models.addons import AddOns, short_hash
 from invoke_shell.models.registry import ModelEntry, Registry
 from invoke_shell.session import sheet_plan
 from invoke_shell.session.limits import Limits, check_cost, note_size, out_of_memory
+from invoke_shell.session.share import Share, refuse_recall
 from invoke_shell.session.status import Made, State, Status
 
 if TYPE_CHECKING:
@@ -75,8 +76,10 @@ class ModelSession:
         progress: Callable[[str], None] | None = None,
         keep_models: int = 2,
         addons: AddOns | None = None,
+        share: Share | None = None,
     ) -> None:
         self.registry = registry
+        self.share = share  # this process's part of a prompt file run by several (session/share.py)
         self.limits = limits or Limits()  # refuse lines that would run too long or exhaust memory
         # prompt templates with their wildcards, and the LoRAs and embeddings prompts name: the
         # folders models.yaml gives unless the launch flags gave others
@@ -216,7 +219,7 @@ class ModelSession:
             line,
             first_seed,
             init_path,
-            new_seed=lambda: secrets.randbelow(2**32),
+            new_seed=self._new_seed,
             prompts=expansion.prompts if expansion else (),
             template_line=command if expansion else None,
         )
@@ -229,6 +232,12 @@ class ModelSession:
                 f"one line makes at most {MAX_IMAGES:,}",
                 "draw fewer prompts with --random_prompts N, or shorten -n or the comma lists",
             )
+        layout = sheet_plan.plan(line, requests, expansion)
+        whole = layout is not None or (line.grid and len(requests) > 1)  # its images make one sheet
+        mine = self.share.pick(len(requests), whole) if self.share else list(range(len(requests)))
+        if not mine:
+            return []  # the other processes make this line's images
+        requests = [requests[k] for k in mine]
         if not quiet:
             note_size(model.engine, model.info.name, requests, self.say)
         check_cost(model.engine, requests, self.limits, self.say)
@@ -254,7 +263,6 @@ class ModelSession:
                     self.say(e.show())
             with self._lock:
                 self._progress = self._preview = None
-        layout = sheet_plan.plan(line, requests, expansion)
         if layout is not None:
             from invoke_shell.files.sheets import labelled_sheet, labelled_tiles
 
@@ -327,11 +335,16 @@ class ModelSession:
 
     # ---- the steps of a line
 
+    def _new_seed(self) -> int:
+        return self.share.new_seed() if self.share else secrets.randbelow(2**32)
+
     def _resolve_seed(self, seed: int | None) -> int:
         if seed is None:
-            return secrets.randbelow(2**32)
+            return self._new_seed()
         if seed >= 0:
             return seed
+        if self.share:
+            raise refuse_recall(f"-S {seed}")
         made = len(self._made)
         if -seed > made:
             raise UsageError(
@@ -346,6 +359,8 @@ class ModelSession:
         """`-I -1` / `-I last`: the image made just before (-2 the one before that)."""
         if init is None or not is_recall(init):
             return init
+        if self.share:
+            raise refuse_recall(f"-I {init}")
         back = 1 if init == "last" else -int(init)
         if back > len(self._made):
             raise UsageError(
