@@ -152,3 +152,35 @@ def test_steps_report_diffusers_latents_and_a_sensible_x0(engine, tiny_pipe, sam
         assert torch.allclose(last.denoised, last.latents, atol=0.15 * float(last.latents.abs().mean()) + 1e-3)
     assert seen[0].step == 0 and seen[0].denoised is None
     assert seen[0].sigma > seen[-1].sigma
+
+
+def test_the_text_encoder_runs_once_for_repeated_prompts_and_the_pictures_stay_equal(engine):
+    """Prompt embeddings are cached per prompt and negative: the second image of the same prompt
+    pays no encoder time, and its pixels equal those of an image encoded afresh."""
+    calls = []
+    hook = engine.txt2img.text_encoder.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        engine.prompts.forget()
+        first = engine.generate(req(seed=3, prompt="a cached prompt [a negative]"))
+        encoded = len(calls)
+        again = engine.generate(req(seed=3, prompt="a cached prompt [a negative]"))
+        other = engine.generate(req(seed=3, prompt="a cached prompt [another negative]"))
+        assert encoded == 2 and len(calls) == 4  # prompt and negative once; a new pair encodes both
+        engine.prompts.forget()
+        fresh = engine.generate(req(seed=3, prompt="a cached prompt [a negative]"))
+    finally:
+        hook.remove()
+    assert np.array_equal(first.pixels, again.pixels) and np.array_equal(first.pixels, fresh.pixels)
+    assert not np.array_equal(first.pixels, other.pixels)
+
+
+def test_pipeline_views_are_built_once_and_each_request_gets_its_own_scheduler(engine, init_image):
+    engine.generate(req(seed=1, sampler="ddim"))
+    engine.generate(req(seed=1, init_img="x.png", strength=0.5), init_image=init_image)
+    views = dict(engine._views)
+    first = views[type(engine.txt2img)].scheduler
+    engine.generate(req(seed=2, sampler="k_euler"))
+    engine.generate(req(seed=2, init_img="x.png", strength=0.5, sampler="ddim"), init_image=init_image)
+    assert engine._views == views  # no new pipeline objects
+    assert type(views[type(engine.txt2img)].scheduler).__name__ == "EulerDiscreteScheduler"
+    assert views[type(engine.txt2img)].scheduler is not first

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -113,10 +113,13 @@ class Engine:
         on_step: Callable[[StepState], None] | None = None,
         cancel: threading.Event | None = None,
         mask: Image.Image | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> GenerationResult:
         """One image. `init_image` is the picture of `req.init_img`, already read and sized;
         `mask` ("L" at its size, 255 = repaint) makes it an inpaint. With --hires_fix or -U a
-        second, img2img pass refines the picture upscaled; steps are reported for the first."""
+        second, img2img pass refines the picture upscaled; steps are reported for the first.
+        `on_step` sees every step's latents and predicted x0 (taking x0 costs a few per cent of
+        a small model's time); `on_progress` only counts steps (done, total), for free."""
         t0 = time.perf_counter()
         # 1. check
         if (req.init_img is None) != (init_image is None):
@@ -139,7 +142,8 @@ class Engine:
                 pixels = _pixels(init_image)
                 notes.append(f"{why}: the init image is returned unchanged")
             else:
-                pixels = self._denoise(req, schedule, (req.width, req.height), init_image, mask, on_step, cancel)
+                watch = _Watch(on_step, on_progress, cancel)
+                pixels = self._denoise(req, schedule, (req.width, req.height), init_image, mask, watch)
             if mask is not None and init_image is not None and steps_run:
                 pixels = composite(_pixels(init_image), pixels, mask, req.mask_blur)
         # 2. the refining pass at the larger size
@@ -154,7 +158,7 @@ class Engine:
             else:
                 start = self._upscaled(pixels, larger, req.hires_upscaler)
                 refine = req.with_(strength=strength)
-                pixels = self._denoise(refine, refine_schedule, larger, start, None, None, cancel)
+                pixels = self._denoise(refine, refine_schedule, larger, start, None, _Watch(None, None, cancel))
             steps_run += refine_steps
             schedule = schedule or refine_schedule
         # 3. return
@@ -169,8 +173,7 @@ class Engine:
         size: tuple[int, int],
         image: Image.Image | torch.Tensor | None,
         mask: Image.Image | None,
-        on_step: Callable[[StepState], None] | None,
-        cancel: threading.Event | None,
+        watch: _Watch,
     ) -> np.ndarray:
         """One run of diffusers' own pipeline: txt2img without `image`, img2img with it (a
         picture, or latents), inpaint with a mask. Returns float pixels HxWx3 in [0, 1]."""
@@ -191,11 +194,14 @@ class Engine:
             pipe = self._view(self._inpaint_cls, scheduler)
             cells = latent_cells(mask, int(self.txt2img.vae_scale_factor))
             inputs = {"image": image, "mask_image": cells, "strength": req.strength, "height": height, "width": width}
+        on_step, on_progress, cancel = watch
         tap = StepTap(scheduler) if on_step is not None else None  # x0 per step only for those who look
         done = [0]  # steps finished, for the step a stop inside a model call reports
 
         # denoise, reporting each step; Ctrl-C raises from the callback to stop at once
         def callback(p: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            if on_progress is not None:
+                on_progress(i + 1, p.num_timesteps)
             if on_step is not None and tap is not None:
                 total = p.num_timesteps
                 if i == 0 and tap.start is not None and tap.start_sigma is not None:
@@ -216,7 +222,13 @@ class Engine:
             # variations can blend it and the generator goes on to feed ancestral samplers
             inputs["latents"] = self.noise(req, generator)
         p = self.txt2img
-        with stop_points([p.text_encoder, p.unet, p.vae], cancel, lambda: done[0]), self._tiled(width, height):
+        # stop points in every block of the big models only for large images, where one block
+        # takes seconds; at ordinary sizes the top-level blocks are enough and cost less
+        large = width * height > 4 * self.native_size[0] * self.native_size[1]
+        models = [(p.text_encoder, 4), (p.unet, 4 if large else 2), (p.vae, 4 if large else 3)]
+        if self.xl:
+            models.append((p.text_encoder_2, 4))
+        with stop_points(models, cancel, lambda: done[0]), self._tiled(width, height):
             out = pipe(
                 **self.prompts.embeddings(req.positive, req.negative, self.adapters.state),
                 num_inference_steps=schedule,
@@ -285,6 +297,14 @@ class Engine:
             x = vae.decode(latents.to(vae.device, vae.dtype) / vae.config.scaling_factor).sample
         image: Image.Image = self.txt2img.image_processor.postprocess(x.float(), output_type="pil")[0]
         return image
+
+
+class _Watch(NamedTuple):
+    """Who is told what while one pass denoises."""
+
+    on_step: Callable[[StepState], None] | None
+    on_progress: Callable[[int, int], None] | None
+    cancel: threading.Event | None
 
 
 def _pixels(image: Image.Image) -> np.ndarray:

@@ -470,21 +470,24 @@ class ModelSession:
             disable=True if quiet else None,
         )
 
-        def on_step(state: StepState) -> None:
-            preview = model.previewer(state.denoised) if line.preview and state.denoised is not None else None
+        def on_progress(done: int, total: int) -> None:
             with self._lock:
-                self._progress = (state.step, state.total)
-                self._preview = preview or self._preview  # ~2 ms: the preview decoder
-            if state.step == 0:
-                bar.total = state.total
-            else:
-                bar.update(1)
+                self._progress = (done, total)
+            bar.total = total
+            bar.update(1)
+
+        def on_step(state: StepState) -> None:  # only when the steps are looked at
+            if line.preview and state.denoised is not None:
+                preview = model.previewer(state.denoised)  # ~2 ms: the preview decoder
+                with self._lock:
+                    self._preview = preview
             if line.save_intermediates:
                 states.append(state)
 
+        looking = on_step if line.preview or line.save_intermediates else None
         try:
             req = self._apply_addons(model, req)
-            result = model.engine.generate(req, init, on_step=on_step, cancel=cancel, mask=mask)
+            result = model.engine.generate(req, init, looking, cancel, mask, on_progress)
         except Exception as e:
             short = out_of_memory(e, req, str(model.engine.device))
             if short is None:

@@ -116,6 +116,16 @@ def edit_pairs(n: int, seed: int) -> list[tuple[data.Drawing, data.Drawing]]:
     return pairs
 
 
+def centre_shift(image: Image.Image, j: data.Judgement, init: data.Drawing) -> float:
+    """Pixels between the centre of the drawn shape (its colour's pixels) and the init's box centre."""
+    if j.colour is None:
+        return float(data.SIZE)
+    mask = data.nearest_palette(np.asarray(image.convert("RGB"))) == data.COLOURS.index(j.colour)
+    ys, xs = np.nonzero(mask)
+    x0, y0, x1, y1 = init.box
+    return float(np.hypot(xs.mean() - (x0 + x1) / 2, ys.mean() - (y0 + y1) / 2))
+
+
 def img2img_eval(engine, base: dict, pairs, seed: int, strengths=STRENGTHS) -> tuple[dict, dict]:
     rows, strips = {}, {}
     t2i_dist = []
@@ -128,10 +138,21 @@ def img2img_eval(engine, base: dict, pairs, seed: int, strengths=STRENGTHS) -> t
             req = ImageRequest(prompt=target.caption, **base, seed=seed, init_img="init.png", strength=f)
             out = engine.generate(req, init).image
             j = data.judge(out)
-            row = rows.setdefault(f, {"keeps_init_colours": 0, "follows_prompt_colours": 0, "distance": []})
+            row = rows.setdefault(
+                f,
+                {
+                    "keeps_init_colours": 0,
+                    "follows_prompt_colours": 0,
+                    "keeps_init_shape": 0,
+                    "distance": [],
+                    "shift": [],
+                },
+            )
             row["keeps_init_colours"] += j.background == init_d.background and j.colour == init_d.colour
             row["follows_prompt_colours"] += j.background == target.background and j.colour == target.colour
+            row["keeps_init_shape"] += j.shape == init_d.shape
             row["distance"].append(data.palette_distance(out, init))
+            row["shift"].append(centre_shift(out, j, init_d))
             strips[k].append(out)
         strips[k].append(t2i)
     n = len(pairs)
@@ -140,6 +161,8 @@ def img2img_eval(engine, base: dict, pairs, seed: int, strengths=STRENGTHS) -> t
             "keeps_init_colours": round(r["keeps_init_colours"] / n, 3),
             "follows_prompt_colours": round(r["follows_prompt_colours"] / n, 3),
             "mean_distance_to_init": round(float(np.mean(r["distance"])), 2),
+            "keeps_init_shape": round(r["keeps_init_shape"] / n, 3),
+            "median_shape_shift_px": round(float(np.median(r["shift"])), 1),
         }
         for f, r in rows.items()
     }
