@@ -1,9 +1,9 @@
 """What saving every step's intermediates costs, on the embedded model.
 
-Times the engine's generation (25 steps, the model's defaults) with no step callback work, and
-with the shell's own intermediates path at every step (`--save_intermediates 1`, approx
-previews): collecting the states during denoising, then writing latents, previews, contact
-sheet and GIF on the writer thread. Prints medians over --runs images.
+Times the engine's generation (25 steps, the model's defaults) with a progress count only, and
+with the shell's own intermediates path at every step (`--save_intermediates 1`, fast
+previews): each step's latents and previews written on the writer thread while the next steps
+run, then the contact sheet and GIF. Prints medians over --runs images.
 
     python benchmarks/intermediates_overhead.py [--runs 20]
 """
@@ -41,15 +41,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.runs):
             t = time.perf_counter()
-            engine.generate(req.with_(seed=i))
+            engine.generate(req.with_(seed=i), on_progress=lambda done, total: None)
             plain.append(time.perf_counter() - t)
 
-            states = []
+            # as the session does it: each step's files written on the writer thread while the
+            # next steps are computed, then the contact sheet, the animation and the folder's name
+            steps = outputs.StepFiles(Path(tmp), render, writer)
             t = time.perf_counter()
-            engine.generate(req.with_(seed=i), on_step=states.append)
+            engine.generate(req.with_(seed=i), on_step=steps.step, on_progress=lambda done, total: None)
             saving.append(time.perf_counter() - t)
-            chosen = intermediates.pick_steps(states, 1, include_start=False)
-            writer.submit(outputs.write_intermediates, Path(tmp) / f"run{i}", chosen, render).result()
+            steps.finish(Path(tmp) / f"{i:06d}.{i}.png").result()
             line.append(time.perf_counter() - t)
     med = statistics.median
     print(f"generation, no intermediates:        {med(plain) * 1000:.1f} ms (median of {args.runs})")

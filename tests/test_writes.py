@@ -9,6 +9,7 @@ import errno
 import multiprocessing
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -163,13 +164,21 @@ def test_a_leftover_intermediates_folder_keeps_its_number(tmp_path):
     (folder / "000001.1.png").write_bytes(b"1")  # 000002 and 000003 were deleted by the user
     path, _ = outputs.write_image(tmp_path, req(7), RED, MODEL, 1, 1)
     assert path.name == "000004.7.png"
-    with pytest.raises(outputs.WriteError) as e:
-        outputs.write_intermediates(old, [], lambda s: (RED, None))
+    import torch
+
+    from invoke_shell.engines.generate import StepState
+
+    with ThreadPoolExecutor(1) as pool:
+        steps = outputs.StepFiles(folder, lambda s: (RED, None), pool)
+        steps.step(StepState(1, 1, 999.0, 1.0, torch.zeros(1, 4, 8, 8), None, 1.0))
+        with pytest.raises(outputs.WriteError) as e:
+            steps.finish(folder / "000003.7.png").result()  # an image whose folder is the old one
     assert e.value.show() == (
         f"error: {old} already exists: intermediates are never written into an old folder\n"
         "  hint: move or delete that folder"
     )
     assert names(old) == ["contact_sheet.png"] and (old / "contact_sheet.png").read_bytes() == b"old"
+    assert names(folder / "intermediates") == ["000003.7"]  # the new steps' hidden folder is gone
 
 
 # ---- the log

@@ -42,7 +42,7 @@ class PromptEncoder:
     def __init__(self, pipe: Any) -> None:
         self.pipe = pipe
         self._compel: Any = None
-        self.xl = "text_encoder_2" in pipe.components
+        self.xl = getattr(pipe, "text_encoder_2", None) is not None  # SDXL: two encoders
         self._cache: OrderedDict[tuple[Any, ...], dict[str, torch.Tensor]] = OrderedDict()
 
     def embeddings(self, positive: str, negative: str, adapters: tuple[Any, ...]) -> dict[str, torch.Tensor]:

@@ -36,11 +36,12 @@ def approx_render(previewer: Callable[..., Image.Image]) -> Render:
     return render
 
 
-def pick_steps(states: Sequence[StepState], every: int, include_start: bool) -> list[StepState]:
-    last = max(s.step for s in states)
-    return [
-        s for s in states if (s.step == 0 and include_start) or (s.step > 0 and (s.step % every == 0 or s.step == last))
-    ]
+def chosen(s: StepState, every: int, include_start: bool) -> bool:
+    """Whether step `s` is saved: every N-th step and the last one, and the start (the noised
+    init image an img2img run begins from) when asked."""
+    if s.step == 0:
+        return include_start
+    return s.step % every == 0 or s.step == s.total
 
 
 def label(s: StepState) -> str:

@@ -23,7 +23,9 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Callable, Sequence
+import shutil
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -157,59 +159,80 @@ def write_plot(outdir: Path, name: str, image: Image.Image) -> Path:
     return folder / name
 
 
-def write_intermediates(folder: Path, states: Sequence[StepState], render: intermediates.Render) -> list[Path]:
-    """Per-step files into a folder of their own, created here: an old folder is never reused."""
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        folder.mkdir()
-    except FileExistsError:
-        raise WriteError(
-            f"{folder} already exists: intermediates are never written into an old folder",
-            "move or delete that folder",
-        ) from None
-    except OSError as e:
-        raise _write_error(f"could not make {folder}", e) from None
-    try:
-        return _write_steps(folder, states, render)
-    except OSError as e:
-        raise _write_error(f"could not write the intermediates in {folder}", e) from None
+class StepFiles:
+    """One image's per-step files, written on `pool` while the image is still being made: each
+    chosen step goes to a hidden folder as it arrives (the UNet runs on the other core), and
+    `finish` adds the contact sheet and animation and gives the folder its name once the image
+    has one. An old folder of that name is never reused; `abandon` removes the hidden one."""
 
+    def __init__(self, samples: Path, render: intermediates.Render, pool: Executor) -> None:
+        self.render, self.pool = render, pool
+        self.folder = samples / "intermediates" / f".steps-{secrets.token_hex(4)}.tmp"
+        try:
+            self.folder.mkdir(parents=True)
+        except OSError as e:
+            raise _write_error(f"could not make {self.folder.parent}", e) from None
+        self._frames: list[Future[tuple[intermediates.Frame, list[Path]]]] = []
 
-def _write_steps(folder: Path, states: Sequence[StepState], render: intermediates.Render) -> list[Path]:
-    from safetensors.torch import save_file
+    @property
+    def steps(self) -> int:
+        return len(self._frames)
 
-    written: list[Path] = []
-    frames: list[intermediates.Frame] = []
+    def step(self, state: StepState, pictures: tuple[Image.Image, Image.Image | None] | None = None) -> None:
+        """Write a step's files; `pictures` (x_t, x0) when they were made already, else `render`."""
+        self._frames.append(self.pool.submit(self._write_step, state, pictures))
 
-    def png(path: Path, picture: Image.Image, level: int = 6) -> None:
-        _atomic(path, lambda tmp: picture.save(tmp, format="PNG", compress_level=level))
-        written.append(path)
+    def finish(self, image_path: Path) -> Future[list[Path]]:
+        return self.pool.submit(self._finish, intermediates_dir(image_path))
 
-    for s in states:
-        stem = f"step_{s.step:03d}"
+    def abandon(self) -> None:
+        for f in self._frames:
+            f.exception()  # wait: nothing may still be writing into the folder
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _write_step(
+        self, s: StepState, pictures: tuple[Image.Image, Image.Image | None] | None
+    ) -> tuple[intermediates.Frame, list[Path]]:
+        from safetensors.torch import save_file
+
+        stem = self.folder / f"step_{s.step:03d}"
         tensors = {"latents": s.latents.detach().float().cpu().contiguous()}
         if s.denoised is not None:
             tensors["denoised"] = s.denoised.detach().float().cpu().contiguous()
-        tags = {
-            "step": str(s.step),
-            "timestep": f"{s.timestep:.3f}",
-            "sigma": f"{s.sigma:.5f}",
-            "preview_scale": repr(s.preview_scale),
-        }
-        _atomic(folder / f"{stem}.safetensors", lambda tmp: save_file(tensors, str(tmp), metadata=tags))  # noqa: B023
-        written.append(folder / f"{stem}.safetensors")
-        xt, x0 = render(s)
-        png(folder / f"{stem}.xt.png", xt, level=1)  # small previews: fast beats small
+        tags = {"step": str(s.step), "timestep": f"{s.timestep:.3f}", "sigma": f"{s.sigma:.5f}"}
+        tags["preview_scale"] = repr(s.preview_scale)
+        save_file(tensors, str(stem) + ".safetensors", metadata=tags)  # in a folder no one else sees yet
+        xt, x0 = pictures or self.render(s)
+        xt.save(str(stem) + ".xt.png", format="PNG", compress_level=1)  # small previews: fast beats small
+        names = [Path(str(stem) + ".safetensors"), Path(str(stem) + ".xt.png")]
         if x0 is not None:
-            png(folder / f"{stem}.x0.png", x0, level=1)
-        frames.append((s, xt, x0))
-    png(folder / "contact_sheet.png", intermediates.contact_sheet(frames))
-    anim = intermediates.animation(frames)
-    _atomic(
-        folder / "steps.gif",
-        lambda tmp: anim[0].save(tmp, format="GIF", save_all=True, append_images=anim[1:], duration=250, loop=0),
-    )
-    return [*written, folder / "steps.gif"]
+            x0.save(str(stem) + ".x0.png", format="PNG", compress_level=1)
+            names.append(Path(str(stem) + ".x0.png"))
+        return (s, xt, x0), names
+
+    def _finish(self, final: Path) -> list[Path]:
+        try:
+            done = [f.result() for f in self._frames]
+            frames = [frame for frame, _ in done]
+            intermediates.contact_sheet(frames).save(self.folder / "contact_sheet.png", compress_level=1)
+            anim = intermediates.animation(frames)
+            anim[0].save(
+                self.folder / "steps.gif", format="GIF", save_all=True, append_images=anim[1:], duration=250, loop=0
+            )
+            if final.exists():
+                raise WriteError(
+                    f"{final} already exists: intermediates are never written into an old folder",
+                    "move or delete that folder",
+                )
+            os.rename(self.folder, final)
+        except OSError as e:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise _write_error(f"could not write the intermediates in {final}", e) from None
+        except BaseException:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise
+        steps = [final / p.name for _, names in done for p in names]
+        return [*steps, final / "contact_sheet.png", final / "steps.gif"]
 
 
 def next_number(folder: Path) -> int:

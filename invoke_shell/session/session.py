@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from invoke_shell.errors import UsageError, escaped
-from invoke_shell.files import outputs
+from invoke_shell.files import intermediates, outputs
 from invoke_shell.files.metadata import ModelInfo
 from invoke_shell.line import extras
 from invoke_shell.line.parsing import MAX_IMAGES, format_request
@@ -457,7 +457,6 @@ class ModelSession:
     ) -> tuple[Image.Image, Path]:
         from tqdm import tqdm
 
-        states: list[StepState] = []
         # the real stderr: the prompt is not on screen while a piped line runs, and a patched
         # stream would hold back the bar's carriage-return redraws; queued lines show the toolbar
         bar = tqdm(
@@ -476,20 +475,37 @@ class ModelSession:
             bar.total = total
             bar.update(1)
 
+        steps = None
+        if line.save_intermediates:  # written while the image is made, named when it has a name
+            render = intermediates.approx_render(model.previewer)
+            steps = outputs.StepFiles(outputs.samples_dir(outdir), render, self._writer)
+        exact = line.intermediates_decode == "vae"
+
         def on_step(state: StepState) -> None:  # only when the steps are looked at
             if line.preview and state.denoised is not None:
                 preview = model.previewer(state.denoised)  # ~2 ms: the preview decoder
                 with self._lock:
                     self._preview = preview
-            if line.save_intermediates:
-                states.append(state)
+            if steps is not None and intermediates.chosen(state, line.save_intermediates, init is not None):
+                decode = model.engine.decode  # the model is this thread's: the exact pictures are made here
+                pictures = (
+                    (
+                        decode(state.latents * state.preview_scale),
+                        decode(state.denoised) if state.denoised is not None else None,
+                    )
+                    if exact
+                    else None
+                )
+                steps.step(state, pictures)
 
         looking = on_step if line.preview or line.save_intermediates else None
         try:
             req = self._apply_addons(model, req)
             result = model.engine.generate(req, init, looking, cancel, mask, on_progress)
-        except Exception as e:
-            short = out_of_memory(e, req, str(model.engine.device))
+        except BaseException as e:
+            if steps is not None:
+                steps.abandon()
+            short = out_of_memory(e, req, str(model.engine.device)) if isinstance(e, Exception) else None
             if short is None:
                 raise
             raise short from None
@@ -500,7 +516,14 @@ class ModelSession:
         self._last = Picture(
             req, result.image, model.info, result.steps_run, result.schedule_steps, result.seconds, path=None
         )
-        path, note = outputs.write_image(outdir, req, result.image, model.info, result.steps_run, result.schedule_steps)
+        try:
+            path, note = outputs.write_image(
+                outdir, req, result.image, model.info, result.steps_run, result.schedule_steps
+            )
+        except BaseException:
+            if steps is not None:
+                steps.abandon()
+            raise
         if mask is not None:  # what was repainted, beside the picture (!fetch replays -M from it)
             try:
                 outputs.write_mask(path, mask)
@@ -512,23 +535,10 @@ class ModelSession:
         with self._lock:
             self._made.append(Made(req, path, result.steps_run, result.seconds))
         self.say(f"{path}  seed {req.seed}{what_varies(line, req)}  {result.steps_run} steps  {result.seconds:.2f} s")
-        if states and line.save_intermediates:
-            from invoke_shell.files import intermediates
-
-            chosen = intermediates.pick_steps(states, line.save_intermediates, include_start=init is not None)
-            render: intermediates.Render = intermediates.approx_render(model.previewer)
-            if line.intermediates_decode == "vae":  # the model is this thread's: decode here, write there
-                table = {
-                    s.step: (
-                        model.engine.decode(s.latents * s.preview_scale),
-                        model.engine.decode(s.denoised) if s.denoised is not None else None,
-                    )
-                    for s in chosen
-                }
-                render = lambda s: table[s.step]  # noqa: E731
+        if steps is not None:
             folder = outputs.intermediates_dir(path)
-            pending.append(self._writer.submit(outputs.write_intermediates, folder, chosen, render))
-            self.say(f"   intermediates: {len(chosen)} steps -> {folder}")
+            pending.append(steps.finish(path))
+            self.say(f"   intermediates: {steps.steps} steps -> {folder}")
         return result.image, path
 
     def _apply_addons(self, model: LoadedModel, req: ImageRequest) -> ImageRequest:
