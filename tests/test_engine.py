@@ -178,9 +178,9 @@ def test_pipeline_views_are_built_once_and_each_request_gets_its_own_scheduler(e
     engine.generate(req(seed=1, sampler="ddim"))
     engine.generate(req(seed=1, init_img="x.png", strength=0.5), init_image=init_image)
     views = dict(engine._views)
-    first = views[type(engine.txt2img)].scheduler
+    first = views["txt2img"].scheduler
     engine.generate(req(seed=2, sampler="k_euler"))
     engine.generate(req(seed=2, init_img="x.png", strength=0.5, sampler="ddim"), init_image=init_image)
     assert engine._views == views  # no new pipeline objects
-    assert type(views[type(engine.txt2img)].scheduler).__name__ == "EulerDiscreteScheduler"
-    assert views[type(engine.txt2img)].scheduler is not first
+    assert type(views["txt2img"].scheduler).__name__ == "EulerDiscreteScheduler"
+    assert views["txt2img"].scheduler is not first and set(views) == {"txt2img", "img2img"}

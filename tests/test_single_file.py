@@ -297,11 +297,9 @@ def _xl_bare(pipe, prompt: str, seed: int, **kw):
 def test_sdxl_generates_from_a_single_file_and_a_folder_like_diffusers(written, tmp_path):
     """SDXL from the same line syntax: txt2img and img2img equal the XL pipelines' own pictures,
     weighting goes through compel's SDXL path, and the metadata is written as for SD 1.x."""
-    from diffusers import StableDiffusionXLImg2ImgPipeline
+    from diffusers import DDIMScheduler, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
     from invoke_shell.files.fetch import read_chunks
-
-    from diffusers import DDIMScheduler, StableDiffusionXLPipeline
 
     _, folder, file = written["sdxl"]
     pipe = StableDiffusionXLPipeline.from_pretrained(str(folder), local_files_only=True)  # as a script loads it

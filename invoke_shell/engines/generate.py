@@ -64,15 +64,14 @@ class Engine:
     def __init__(self, pipe: Any) -> None:
         import diffusers
 
-        # SD 1.x/2.x or SDXL: the family's own txt2img, img2img and inpaint pipelines
+        # SD 1.x/2.x or SDXL: the family's own txt2img, img2img and inpaint pipelines (the last
+        # two imported when first used: fewer modules to import before the first image)
         self.xl = "text_encoder_2" in pipe.components
-        names = _XL_PIPELINES if self.xl else _SD_PIPELINES
-        base, img2img, inpaint = (getattr(diffusers, name) for name in names)
+        self._kinds = dict(zip(("txt2img", "img2img", "inpaint"), _XL_PIPELINES if self.xl else _SD_PIPELINES))
+        base = getattr(diffusers, self._kinds["txt2img"])
         self.txt2img = pipe if type(pipe) is base else base.from_pipe(pipe)
-        self._img2img_cls = img2img
-        self._inpaint_cls = inpaint  # a 9-channel inpainting UNet uses its own channels
         self.txt2img.set_progress_bar_config(disable=True)
-        self._views: dict[type, Any] = {type(self.txt2img): self.txt2img}  # one pipeline view per kind
+        self._views: dict[str, Any] = {"txt2img": self.txt2img}  # one pipeline view per kind
         self.base_scheduler_config: dict[str, Any] = dict(pipe.scheduler.config)
         self.prompts = PromptEncoder(self.txt2img)
         self.adapters = Adapters(self.txt2img)  # LoRAs and embeddings the prompts name
@@ -182,16 +181,16 @@ class Engine:
         scheduler = schedulers.build(req.sampler, self.base_scheduler_config, req.seed)
         schedulers.check_fits(req.sampler, scheduler, schedule)
         if image is None:
-            pipe = self._view(type(self.txt2img), scheduler)
+            pipe = self._view("txt2img", scheduler)
             inputs: dict[str, Any] = {"height": height, "width": width}
         elif mask is None:
-            pipe = self._view(self._img2img_cls, scheduler)
+            pipe = self._view("img2img", scheduler)
             picture = image.convert("RGB") if isinstance(image, Image.Image) else image
             inputs = {"image": picture, "strength": req.strength}
         else:
             # a 4-channel UNet: diffusers blends the init's latents back outside the mask each step;
             # the mask is widened to whole latent cells, so every pixel to repaint is in one
-            pipe = self._view(self._inpaint_cls, scheduler)
+            pipe = self._view("inpaint", scheduler)  # a 9-channel UNet uses its own channels
             cells = latent_cells(mask, int(self.txt2img.vae_scale_factor))
             inputs = {"image": image, "mask_image": cells, "strength": req.strength, "height": height, "width": width}
         on_step, on_progress, cancel = watch
@@ -242,12 +241,14 @@ class Engine:
         pixels: np.ndarray = out.images[0].astype(np.float32)
         return pixels
 
-    def _view(self, cls: type, scheduler: Any) -> Any:
-        """The pipeline of `cls` over the shared components, built once (`from_pipe`), given this
+    def _view(self, kind: str, scheduler: Any) -> Any:
+        """The pipeline of `kind` over the shared components, built once (`from_pipe`), given this
         request's scheduler."""
-        view = self._views.get(cls)
+        view = self._views.get(kind)
         if view is None:
-            view = self._views[cls] = cls.from_pipe(self.txt2img)
+            import diffusers
+
+            view = self._views[kind] = getattr(diffusers, self._kinds[kind]).from_pipe(self.txt2img)
             view.set_progress_bar_config(disable=True)
         view.scheduler = scheduler
         return view
