@@ -184,7 +184,23 @@ def bench(loaded: LoadedModel, base: dict, pairs: int, warm: int, size: int) -> 
         figures[name] = side_by_side(loaded, bare, r, image, pairs, warm)
         figures[name]["breakdown"] = breakdown(loaded, r, image, max(3, pairs // 2))
         print(f"  {name}: {json.dumps(figures[name])}", flush=True)
+    figures["img2img_over_txt2img"] = strength_costs(loaded, req, init, max(4, pairs // 2))
+    print(f"  img2img / txt2img: {json.dumps(figures['img2img_over_txt2img'])}", flush=True)
     return figures
+
+
+def strength_costs(loaded: LoadedModel, req: ImageRequest, init: Image.Image, rounds: int) -> dict:
+    """img2img at strength s against txt2img, interleaved: ideally s plus the VAE encode's share."""
+    times: dict[str, list[float]] = defaultdict(list)
+    runs = {"txt2img": (req, None), **{str(f): (req.with_(init_img="init.png", strength=f), init) for f in (0.3, 0.6)}}
+    for i in range(rounds + 1):
+        for name, (r, image) in runs.items():
+            t = time.perf_counter()
+            as_the_shell_calls(loaded, r, image)
+            if i:
+                times[name].append(time.perf_counter() - t)
+    base = statistics.median(times["txt2img"])
+    return {f"strength_{name}": round(statistics.median(v) / base, 3) for name, v in times.items() if name != "txt2img"}
 
 
 def machine() -> dict:

@@ -26,7 +26,7 @@ from invoke_shell.line.requests import ImageRequest
 from invoke_shell.models.tiny_shapes import data
 
 MODEL_DIR = Path(__file__).parent / "model"
-STRENGTHS = [round(0.1 * i, 1) for i in range(1, 11)]
+STRENGTHS = sorted([round(0.1 * i, 1) for i in range(1, 11)] + [0.75])  # 0.75: the default strength
 
 
 def sample_drawings(n: int, seed: int) -> list[data.Drawing]:
