@@ -57,14 +57,13 @@ def contact_sheet(frames: Sequence[Frame], min_tile: int = 96) -> Image.Image:
     )
 
 
-def animation(frames: Sequence[Frame]) -> list[Image.Image]:
-    out = []
-    for s, xt, x0 in frames:
-        w, h = xt.size
-        f = Image.new("RGB", (2 * w, h + 12), (255, 255, 255))
-        f.paste(xt, (0, 12))
-        if x0 is not None:
-            f.paste(x0, (w, 12))
-        ImageDraw.Draw(f).text((2, 0), f"step {s.step}  sigma {s.sigma:.2f}", fill=(0, 0, 0))
-        out.append(f.quantize(256, method=Image.Quantize.FASTOCTREE))  # GIF's default quantizer is 20x slower
-    return out
+def animation_frame(frame: Frame) -> Image.Image:
+    """x_t beside x0 under a caption, quantized for the GIF."""
+    s, xt, x0 = frame
+    w, h = xt.size
+    f = Image.new("RGB", (2 * w, h + 12), (255, 255, 255))
+    f.paste(xt, (0, 12))
+    if x0 is not None:
+        f.paste(x0, (w, 12))
+    ImageDraw.Draw(f).text((2, 0), f"step {s.step}  sigma {s.sigma:.2f}", fill=(0, 0, 0))
+    return f.quantize(256, method=Image.Quantize.FASTOCTREE)  # GIF's default quantizer is 20x slower

@@ -172,7 +172,8 @@ class StepFiles:
             self.folder.mkdir(parents=True)
         except OSError as e:
             raise _write_error(f"could not make {self.folder.parent}", e) from None
-        self._frames: list[Future[tuple[intermediates.Frame, list[Path]]]] = []
+        # each step's frame, its GIF frame and its files, made on the writer thread as it arrives
+        self._frames: list[Future[tuple[intermediates.Frame, Image.Image, list[Path]]]] = []
 
     @property
     def steps(self) -> int:
@@ -192,7 +193,7 @@ class StepFiles:
 
     def _write_step(
         self, s: StepState, pictures: tuple[Image.Image, Image.Image | None] | None
-    ) -> tuple[intermediates.Frame, list[Path]]:
+    ) -> tuple[intermediates.Frame, Image.Image, list[Path]]:
         from safetensors.torch import save_file
 
         stem = self.folder / f"step_{s.step:03d}"
@@ -208,14 +209,14 @@ class StepFiles:
         if x0 is not None:
             x0.save(str(stem) + ".x0.png", format="PNG", compress_level=1)
             names.append(Path(str(stem) + ".x0.png"))
-        return (s, xt, x0), names
+        return (s, xt, x0), intermediates.animation_frame((s, xt, x0)), names
 
     def _finish(self, final: Path) -> list[Path]:
         try:
             done = [f.result() for f in self._frames]
-            frames = [frame for frame, _ in done]
+            frames = [frame for frame, _, _ in done]
             intermediates.contact_sheet(frames).save(self.folder / "contact_sheet.png", compress_level=1)
-            anim = intermediates.animation(frames)
+            anim = [gif for _, gif, _ in done]
             anim[0].save(
                 self.folder / "steps.gif", format="GIF", save_all=True, append_images=anim[1:], duration=250, loop=0
             )
@@ -231,7 +232,7 @@ class StepFiles:
         except BaseException:
             shutil.rmtree(self.folder, ignore_errors=True)
             raise
-        steps = [final / p.name for _, names in done for p in names]
+        steps = [final / p.name for _, _, names in done for p in names]
         return [*steps, final / "contact_sheet.png", final / "steps.gif"]
 
 
