@@ -164,7 +164,7 @@ def test_the_text_encoder_runs_once_for_repeated_prompts_and_the_pictures_stay_e
         first = engine.generate(req(seed=3, prompt="a cached prompt [a negative]"))
         encoded = len(calls)
         again = engine.generate(req(seed=3, prompt="a cached prompt [a negative]"))
-        other = engine.generate(req(seed=3, prompt="a cached prompt [another negative]"))
+        other = engine.generate(req(seed=3, prompt="a cached prompt [a cat]"))  # fits the encoder window
         assert encoded == 2 and len(calls) == 4  # prompt and negative once; a new pair encodes both
         engine.prompts.forget()
         fresh = engine.generate(req(seed=3, prompt="a cached prompt [a negative]"))
