@@ -95,6 +95,7 @@ def test_large_images_decode_in_tiles_and_stop_between_tiles(engine, monkeypatch
 
 def _start(tiny_config, tmp_path, **kw):
     import os
+    import signal
     import subprocess
     import sys
     from pathlib import Path
@@ -103,7 +104,10 @@ def _start(tiny_config, tmp_path, **kw):
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "invoke_shell"]
     args = ["--config", str(tiny_config), "--outdir", str(tmp_path / "o"), "--history", str(tmp_path / "h")]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(cmd + args, env=env, **kw)
+    # Ctrl-C as a terminal delivers it, even when the tests themselves run in the background
+    # (a background job starts with SIGINT ignored, and children inherit that)
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    return subprocess.Popen(cmd + args, env=env, preexec_fn=default_sigint, **kw)
 
 
 def test_bytes_that_are_not_utf8_are_named_and_the_other_lines_run(tiny_config, tmp_path):

@@ -162,7 +162,8 @@ def native_side(path: Path) -> int | None:
         if path.is_dir():
             unet = json.loads((path / "unet" / "config.json").read_text(encoding="utf-8"))
             vae = json.loads((path / "vae" / "config.json").read_text(encoding="utf-8"))
-            return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+            side: int = int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+            return side
         if path.suffix.lower() == ".safetensors" and path.is_file():
             return detect(read_header(path), path.name).family.size
     except (OSError, ValueError, KeyError, TypeError, UsageError):

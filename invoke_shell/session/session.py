@@ -475,8 +475,8 @@ class ModelSession:
             bar.total = total
             bar.update(1)
 
-        steps = None
-        if line.save_intermediates:  # written while the image is made, named when it has a name
+        steps, every = None, line.save_intermediates or 0
+        if every:  # written while the image is made, named when it has a name
             render = intermediates.approx_render(model.previewer)
             steps = outputs.StepFiles(outputs.samples_dir(outdir), render, self._writer)
         exact = line.intermediates_decode == "vae"
@@ -486,7 +486,7 @@ class ModelSession:
                 preview = model.previewer(state.denoised)  # ~2 ms: the preview decoder
                 with self._lock:
                     self._preview = preview
-            if steps is not None and intermediates.chosen(state, line.save_intermediates, init is not None):
+            if steps is not None and intermediates.chosen(state, every, init is not None):
                 decode = model.engine.decode  # the model is this thread's: the exact pictures are made here
                 pictures = (
                     (
