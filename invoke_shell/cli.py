@@ -78,6 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="models kept in memory, the current one included, so !switch back is quick (default 2; "
         "on a GPU the others wait on the CPU)",
     )
+    p.add_argument(
+        "--offload",
+        action="store_true",
+        help="for GPUs too small for the model: its weights wait in main memory and each part (text "
+        "encoder, UNet, VAE) goes to the GPU only while it runs (slower)",
+    )
+    p.add_argument(
+        "--vae_tiling",
+        action="store_true",
+        help="encode and decode every image in tiles, for less memory (images over 1024x1024 always are); "
+        "the VAE already works on one image at a time",
+    )
     p.add_argument("--verbose", action="store_true", help="also show library warnings and logs on screen")
     return p
 
@@ -116,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_environment()
     try:
+        if args.offload:
+            from invoke_shell.models.loader import check_offload
+
+            check_offload(args.device)
         if args.from_file and not args.from_file.is_file():
             raise UsageError(f"--from_file {args.from_file} does not exist", "give a text file of commands")
         try:
@@ -164,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     limits = Limits(max_seconds=args.max_seconds, max_memory=args.max_memory)
     session = ModelSession(
         registry,
-        lambda e: load_model(e, args.device, args.precision, args.threads),
+        lambda e: load_model(e, args.device, args.precision, args.threads, args.offload, args.vae_tiling),
         args.outdir,
         say,
         limits,

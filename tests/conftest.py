@@ -42,7 +42,7 @@ def engine(tiny_pipe):
     return Engine(tiny_pipe)
 
 
-def open_shell(config: Path, outdir: Path, model: str | None = None):
+def open_shell(config: Path, outdir: Path, model: str | None = None, addons=None):
     """A Shell over a real worker thread and model session, its model loaded; collects what it
     prints in `shell.lines`. Load failures that are bugs raise here."""
     from invoke_shell.models.loader import load_model
@@ -53,7 +53,7 @@ def open_shell(config: Path, outdir: Path, model: str | None = None):
     lines: list[str] = []
     registry = load_registry(config)
     entry = registry.get(model)
-    session = ModelSession(registry, lambda e: load_model(e, "cpu", "fp32"), outdir, lines.append)
+    session = ModelSession(registry, lambda e: load_model(e, "cpu", "fp32"), outdir, lines.append, addons=addons)
     shell = Shell(registry, entry, session, printer=lines.append, raise_errors=True)
     shell.lines = lines
     shell.load_first_model(wait=True)

@@ -184,3 +184,30 @@ def test_pipeline_views_are_built_once_and_each_request_gets_its_own_scheduler(e
     assert engine._views == views  # no new pipeline objects
     assert type(views["txt2img"].scheduler).__name__ == "EulerDiscreteScheduler"
     assert views["txt2img"].scheduler is not first and set(views) == {"txt2img", "img2img"}
+
+
+def test_offloaded_and_tiled_engines_draw_what_the_resident_one_draws(engine, tiny_config, init_image):
+    """--offload hooks every component to move it to the GPU while it runs (here to the CPU
+    itself, the one device CI has): txt2img and img2img pictures are the resident engine's, and
+    keeping a model aside never undoes the hooks. --vae_tiling decodes even a 128x128 image in
+    tiles: another picture, close to the untiled one."""
+    from diffusers import StableDiffusionPipeline
+
+    from invoke_shell.engines.generate import Engine
+
+    def fresh():
+        folder = str(tiny_config.parent / "model")
+        return StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, safety_checker=None)
+
+    pipe = fresh()
+    offloaded = Engine(pipe, offload_to="cpu")
+    assert all(hasattr(m, "_hf_hook") for m in (pipe.unet, pipe.vae, pipe.text_encoder))
+    for r, kw in ((req(seed=3), {}), (req(seed=4, init_img="x.png", strength=0.6), {"init_image": init_image})):
+        assert np.array_equal(offloaded.generate(r, **kw).pixels, engine.generate(r, **kw).pixels)
+    offloaded.move_to("cpu")
+    assert hasattr(pipe.unet, "_hf_hook") and offloaded.device.type == "cpu"
+
+    tiled = Engine(fresh(), vae_tiling=True)
+    big = req(seed=5, width=128, height=128, steps=3)
+    apart, whole = tiled.generate(big).pixels, engine.generate(big).pixels
+    assert np.abs(apart - whole).max() > 0 and np.abs(apart - whole).mean() < 0.05

@@ -202,3 +202,18 @@ def test_from_file_runs_each_line_and_reports_bad_ones_by_number(tiny_config, tm
     assert proc.stderr.rstrip().endswith(">> 1 of 3 line(s) failed")
     names = sorted(p.name for p in (tmp_path / "o" / "img-samples").glob("*.png"))
     assert names == ["000001.1.png", "000002.2.png"]
+
+
+def test_a_model_that_does_not_load_fails_the_run_and_is_not_counted_as_a_line(tmp_path):
+    config = tmp_path / "models.yaml"
+    config.write_text(f"models:\n  gone:\n    path: {tmp_path / 'gone'}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "invoke_shell", "--config", str(config), "--outdir", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        input="a red circle -S 1\n",
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert f"error: model 'gone': {tmp_path / 'gone'} does not exist" in proc.stderr
+    assert proc.stderr.rstrip().endswith(">> 1 of 1 line(s) failed")

@@ -358,6 +358,67 @@ def test_sdxl_generates_from_a_single_file_and_a_folder_like_diffusers(written, 
         shell.close()
 
 
+def test_sdxl_loras_and_embeddings(written, tmp_path):
+    """An SDXL LoRA changes the picture by its weight and is gone the next line; an SDXL
+    embedding's two vector sets go to both text encoders; SD 1.x embeddings are refused on SDXL
+    (and SDXL ones on SD 1.x) with one message, and the model stays loaded."""
+    from diffusers import StableDiffusionXLPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    from invoke_shell.models.addons import AddOns
+
+    _, folder, _ = written["sdxl"]
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(folder), local_files_only=True)
+    loras, embeddings = tmp_path / "loras", tmp_path / "embeddings"
+    loras.mkdir()
+    embeddings.mkdir()
+    torch.manual_seed(0)
+    targets = ["to_q", "to_k", "to_v", "to_out.0"]
+    pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=targets, init_lora_weights=False))
+    state = {k: v * 4 for k, v in get_peft_model_state_dict(pipe.unet).items()}
+    StableDiffusionXLPipeline.save_lora_weights(loras, unet_lora_layers=state, weight_name="ink.safetensors")
+    widths = pipe.text_encoder.config.hidden_size, pipe.text_encoder_2.config.hidden_size
+    glow = {"clip_l": torch.randn(1, widths[0]) * 3, "clip_g": torch.randn(1, widths[1]) * 3}
+    save_file(glow, str(embeddings / "glow.safetensors"))
+    save_file({"emb_params": torch.randn(1, widths[0]) * 3}, str(embeddings / "flat.safetensors"))
+    config = tmp_path / "models.yaml"
+    config.write_text(
+        f"models:\n  xl:\n    path: {folder}\n    width: 64\n    height: 64\n    sampler: ddim\n    steps: 3\n"
+        f"  sd1:\n    path: {written['sd-1'][1]}\n    width: 64\n    height: 64\n    steps: 3\n"
+    )
+    shell = open_shell(config, tmp_path / "out", "xl", addons=AddOns(loras, embeddings))
+    try:
+        for line in (
+            "a red circle -S 5",
+            "a red circle <lora:ink:0> -S 5",
+            "a red circle <lora:ink:1> -S 5",
+            "a red circle -S 5",
+            "a <glow> circle -S 5",
+        ):
+            shell.handle(line)
+        out = tmp_path / "out" / "img-samples"
+        plain, zero, full, after, glowing = (
+            np.asarray(Image.open(next(out.glob(f"{n:06d}.*.png"))), dtype=np.int16) for n in range(1, 6)
+        )
+        assert np.array_equal(zero, plain) and np.array_equal(after, plain)
+        assert np.abs(full - plain).mean() > 2
+        assert np.abs(glowing - plain).mean() > 1
+        xl_pipe = shell.worker.session.model().engine.txt2img
+        tokenizers = xl_pipe.tokenizer, xl_pipe.tokenizer_2
+        assert all("<glow>" in t.get_vocab() for t in tokenizers)  # both encoders learned the token
+        shell.handle("a <flat> circle -S 5")
+        assert "flat.safetensors is not an SDXL embedding" in shell.lines[-2] + shell.lines[-1]
+        shell.handle("!switch sd1")
+        shell.handle("a <glow> circle -S 5")
+        assert "glow.safetensors is an SDXL embedding" in shell.lines[-2] + shell.lines[-1]
+        shell.handle("a red circle -S 5")  # the model stays loaded and draws
+        assert len(list(out.glob("*.png"))) == 6
+    finally:
+        shell.close()
+
+
 class Boom:
     def __reduce__(self):
         return (print, ("this ran",))

@@ -4,8 +4,8 @@ LoRAs load through diffusers' `load_lora_weights` (kohya / AUTOMATIC1111 files a
 PEFT files alike) as named adapters of the shared UNet and text encoder, so every pipeline view
 sees them. Each image sets the adapters its prompt names, at their weights; an adapter that the
 next image does not name is deleted, so a line without LoRAs runs the model exactly as loaded.
-Embeddings are added to the tokenizer and text encoder once, under `<name>`, and stay: a token
-that no prompt uses changes nothing.
+Embeddings are added to the tokenizer and text encoder once (both of them on SDXL), under
+`<name>`, and stay: a token that no prompt uses changes nothing.
 """
 
 from __future__ import annotations
@@ -55,11 +55,6 @@ class Adapters:
         self._weights = tuple((_adapter(n), w) for n, _, w in wanted)
 
     def use_embeddings(self, wanted: Sequence[tuple[str, Path]]) -> None:
-        if wanted and "text_encoder_2" in self.pipe.components:
-            raise UsageError(
-                f"<{wanted[0][0]}>: textual-inversion embeddings are not supported on SDXL models yet",
-                "leave the embedding out of the prompt, or use it with an SD 1.x or 2.x model",
-            )
         for name, path in wanted:
             token = f"<{name}>"
             if self.embeddings.get(token) == path:
@@ -69,14 +64,43 @@ class Adapters:
                     f"{token} is already loaded from {self.embeddings[token].name}",
                     "restart the shell to load another file under the same name",
                 )
-            try:
-                self.pipe.load_textual_inversion(_read(path), token=token)
-            except (ValueError, KeyError, RuntimeError) as e:
-                raise UsageError(
-                    f"{path.name} could not be loaded as an embedding of this model ({_first_line(e)})",
-                    "its vectors must match the text encoder's width (768 for SD 1.x, 1024 for 2.x)",
-                ) from None
+            self._load_embedding(token, path)
             self.embeddings[token] = path
+
+    def _load_embedding(self, token: str, path: Path) -> None:
+        tensors = _read(path)
+        xl = "text_encoder_2" in self.pipe.components
+        if xl and not {"clip_l", "clip_g"} <= tensors.keys():
+            raise UsageError(
+                f"{path.name} is not an SDXL embedding (it has no clip_l and clip_g vectors)",
+                "an SDXL model needs an embedding trained for SDXL, with one vector set per text encoder",
+            )
+        if not xl and {"clip_l", "clip_g"} <= tensors.keys():
+            raise UsageError(
+                f"{path.name} is an SDXL embedding (one vector set per SDXL text encoder)",
+                "use it with an SDXL model, or an embedding trained for this model's family",
+            )
+        # SDXL files hold one vector set per text encoder, each learned in that encoder's width
+        p = self.pipe
+        parts = (
+            [(tensors["clip_l"], p.text_encoder, p.tokenizer), (tensors["clip_g"], p.text_encoder_2, p.tokenizer_2)]
+            if xl
+            else []
+        )
+        loaded = []
+        try:
+            if not xl:
+                p.load_textual_inversion(tensors, token=token)
+            for vectors, encoder, tokenizer in parts:
+                p.load_textual_inversion(vectors, token=token, text_encoder=encoder, tokenizer=tokenizer)
+                loaded.append((encoder, tokenizer))
+        except (ValueError, KeyError, RuntimeError) as e:
+            for encoder, tokenizer in loaded:  # no half-loaded token left in the first encoder
+                p.unload_textual_inversion(token, tokenizer=tokenizer, text_encoder=encoder)
+            raise UsageError(
+                f"{path.name} could not be loaded as an embedding of this model ({_first_line(e)})",
+                "its vectors must match the text encoder's width (768 for SD 1.x, 1024 for 2.x, 768 and 1280 for SDXL)",
+            ) from None
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -124,14 +124,14 @@ def _vae_attention_flops(pipe: Any, width: int, height: int) -> int:
 
 @torch.no_grad()
 def _unet_call(pipe: Any, width: int, height: int) -> None:
-    unet, f = pipe.unet, pipe.vae_scale_factor
-    latents = torch.zeros(2, unet.config.in_channels, height // f, width // f, device=unet.device, dtype=unet.dtype)
-    context = torch.zeros(2, 77, unet.config.cross_attention_dim, device=unet.device, dtype=unet.dtype)
+    unet, f, device = pipe.unet, pipe.vae_scale_factor, pipe._execution_device  # offload: not unet.device
+    latents = torch.zeros(2, unet.config.in_channels, height // f, width // f, device=device, dtype=unet.dtype)
+    context = torch.zeros(2, 77, unet.config.cross_attention_dim, device=device, dtype=unet.dtype)
     extra = {}
     if unet.config.addition_embed_type == "text_time":  # SDXL: pooled text and six size numbers
         c = unet.config
         pooled = c.projection_class_embeddings_input_dim - 6 * c.addition_time_embed_dim
-        like = {"device": unet.device, "dtype": unet.dtype}
+        like = {"device": device, "dtype": unet.dtype}
         extra["added_cond_kwargs"] = {
             "text_embeds": torch.zeros(2, pooled, **like),
             "time_ids": torch.zeros(2, 6, **like),
@@ -142,7 +142,8 @@ def _unet_call(pipe: Any, width: int, height: int) -> None:
 @torch.no_grad()
 def _decode(pipe: Any, width: int, height: int) -> None:
     vae, f = pipe.vae, pipe.vae_scale_factor
-    latents = torch.zeros(1, vae.config.latent_channels, height // f, width // f, device=vae.device, dtype=vae.dtype)
+    shape = (1, vae.config.latent_channels, height // f, width // f)
+    latents = torch.zeros(shape, device=pipe._execution_device, dtype=vae.dtype)
     vae.decode(latents)
 
 

@@ -61,7 +61,10 @@ class Engine:
     """The resident model: components, device, dtype and the base scheduler config. Nothing
     about any single request is stored here."""
 
-    def __init__(self, pipe: Any) -> None:
+    def __init__(self, pipe: Any, offload_to: str | None = None, vae_tiling: bool = False) -> None:
+        """`offload_to` (a GPU) keeps the weights in main memory and moves each component there
+        only while it runs, for cards too small to hold the whole model; `vae_tiling` encodes and
+        decodes every image in tiles, not only large ones."""
         import diffusers
 
         # SD 1.x/2.x or SDXL: the family's own txt2img, img2img and inpaint pipelines (the last
@@ -71,6 +74,10 @@ class Engine:
         base = getattr(diffusers, self._kinds["txt2img"])
         self.txt2img = pipe if type(pipe) is base else base.from_pipe(pipe)
         self.txt2img.set_progress_bar_config(disable=True)
+        self.offload = offload_to is not None
+        if offload_to:  # hooks on the shared modules: every pipeline view runs offloaded
+            self.txt2img.enable_model_cpu_offload(device=offload_to)
+        self.tile_above = 0 if vae_tiling else TILE_ABOVE_PIXELS
         self._views: dict[str, Any] = {"txt2img": self.txt2img}  # one pipeline view per kind
         self.base_scheduler_config: dict[str, Any] = dict(pipe.scheduler.config)
         self.prompts = PromptEncoder(self.txt2img)
@@ -87,14 +94,16 @@ class Engine:
         """Estimated seconds and peak memory of images given as (width, height, steps run)."""
         if self._speed is None:
             self._speed = cost.measure(self.txt2img, *self.native_size)
-        return cost.estimate(self.txt2img, self._speed, images, TILE_ABOVE_PIXELS)
+        return cost.estimate(self.txt2img, self._speed, images, self.tile_above)
 
     def free_memory(self) -> int | None:
         return cost.free_memory(self.device)
 
     def move_to(self, device: str) -> None:
         """All the components (shared by every pipeline view) to `device`: a model kept while
-        another one holds the GPU waits on the CPU."""
+        another one holds the GPU waits on the CPU. An offloaded model is there already."""
+        if self.offload:
+            return
         self.txt2img.to(device)
         self.prompts.forget()
         if device == "cpu" and torch.cuda.is_available():
@@ -102,7 +111,8 @@ class Engine:
 
     @property
     def device(self) -> torch.device:
-        device: torch.device = self.txt2img.unet.device
+        """Where the model computes (with offload, not where its weights wait)."""
+        device: torch.device = self.txt2img._execution_device
         return device
 
     def generate(
@@ -163,6 +173,8 @@ class Engine:
         # 3. return
         image = _picture(pixels)
         note = "; ".join(notes) or None
+        if self.offload:  # a view's call leaves its last component on the GPU: back to main memory
+            self.txt2img.maybe_free_model_hooks()
         return GenerationResult(image, pixels, steps_run, schedule, time.perf_counter() - t0, note=note)
 
     def _denoise(
@@ -260,7 +272,7 @@ class Engine:
         if how == "lanczos":
             return picture.resize(size, Image.Resampling.LANCZOS)
         vae, factor = self.txt2img.vae, int(self.txt2img.vae_scale_factor)
-        x = self.txt2img.image_processor.preprocess(picture).to(vae.device, vae.dtype)
+        x = self.txt2img.image_processor.preprocess(picture).to(self.device, vae.dtype)
         with torch.no_grad():
             latents = vae.encode(x).latent_dist.mode() * vae.config.scaling_factor
         grown: torch.Tensor = torch.nn.functional.interpolate(
@@ -273,7 +285,7 @@ class Engine:
         """Large images are encoded and decoded by the VAE in tiles: memory stays bounded, and
         Ctrl-C stops between tiles. Below the threshold the picture is the untiled one."""
         vae = self.txt2img.vae
-        if width * height <= TILE_ABOVE_PIXELS or not hasattr(vae, "enable_tiling"):
+        if width * height <= self.tile_above or not hasattr(vae, "enable_tiling"):
             yield
             return
         vae.enable_tiling()
@@ -295,7 +307,7 @@ class Engine:
         """The exact picture of some latents (the full VAE decode), for step previews."""
         vae = self.txt2img.vae
         with torch.no_grad():
-            x = vae.decode(latents.to(vae.device, vae.dtype) / vae.config.scaling_factor).sample
+            x = vae.decode(latents.to(self.device, vae.dtype) / vae.config.scaling_factor).sample
         image: Image.Image = self.txt2img.image_processor.postprocess(x.float(), output_type="pil")[0]
         return image
 

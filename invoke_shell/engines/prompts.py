@@ -61,7 +61,7 @@ class PromptEncoder:
             with torch.no_grad():
                 found = self.pipe.encode_prompt(
                     prompt=positive,
-                    device=self.pipe.device,
+                    device=self.pipe._execution_device,
                     num_images_per_prompt=1,
                     do_classifier_free_guidance=True,
                     negative_prompt=negative or None,

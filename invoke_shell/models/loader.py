@@ -35,8 +35,15 @@ class LoadedModel:
 
 
 def load_model(
-    entry: ModelEntry, device: str = "auto", precision: str = "auto", threads: int | None = None
+    entry: ModelEntry,
+    device: str = "auto",
+    precision: str = "auto",
+    threads: int | None = None,
+    offload: bool = False,
+    vae_tiling: bool = False,
 ) -> LoadedModel:
+    """`offload` (a GPU only): weights wait in main memory, each component goes to the GPU while
+    it runs; `vae_tiling`: every image is encoded and decoded in tiles."""
     from invoke_shell.engines.generate import Engine
     from invoke_shell.engines.previews import load_previewer
     from invoke_shell.logs import route_library_logs
@@ -44,16 +51,19 @@ def load_model(
     route_library_logs()  # imports diffusers/transformers, then sends their records to our log
     dev = pick_device(device)
     dtype = pick_dtype(precision, dev)
-    opened = open_pipeline(entry, dev, dtype)
+    if offload:
+        check_offload(dev)
+    opened = open_pipeline(entry, "cpu" if offload else dev, dtype)
     pipe = opened.pipe
     set_threads(threads, dev, sum(p.numel() for p in pipe.unet.parameters()))
     path = Path(pipe.config._name_or_path) if entry.repo_id else entry.path  # the snapshot folder
-    engine = Engine(pipe)
+    engine = Engine(pipe, offload_to=dev if offload else None, vae_tiling=vae_tiling)
+    ways = [w for w, on in (("model CPU offload", offload), ("VAE tiling", vae_tiling)) if on]
     return LoadedModel(
         engine,
         ModelInfo(entry.name, str(entry.path), model_hash(path)),
         load_previewer(path, engine.xl),
-        f"{opened.how}, {opened.source}, {str(dtype).removeprefix('torch.')}",
+        ", ".join([opened.how, opened.source, str(dtype).removeprefix("torch."), *ways]),
     )
 
 
@@ -89,6 +99,15 @@ def pick_device(wanted: str) -> str:
     if torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def check_offload(device: str) -> None:
+    """--offload needs a GPU to move the model's parts to."""
+    if pick_device(device) == "cpu":
+        raise UsageError(
+            "--offload moves a model's parts to a GPU while they run, and there is no GPU here",
+            "leave --offload out: on the CPU the model is in main memory already",
+        )
 
 
 def pick_dtype(precision: str, device: str) -> torch.dtype:

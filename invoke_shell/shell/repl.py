@@ -214,7 +214,7 @@ class Shell:
         """Run lines from a pipe or a file, in order. The exit status: 0 when every line worked;
         1 when some failed (their count is said at the end); 130 when Ctrl-C stopped the run,
         after saying which lines did not run; 141 when standard output was closed."""
-        number = ran = 0
+        number = ran = failed = 0  # failed: lines, where self.failures also counts a failed model load
         try:
             for number, line in enumerate(lines, 1):
                 line = line.rstrip("\r\n")
@@ -222,7 +222,10 @@ class Shell:
                     continue
                 ran += 1
                 self.print(f"invoke> {escaped(line)}" + (f"    ({source}:{number})" if known_total else ""))
-                if self.closed or not self.handle(line, where=f"{source} line {number}" if known_total else None):
+                before = self.failures
+                go_on = not self.closed and self.handle(line, where=f"{source} line {number}" if known_total else None)
+                failed += self.failures > before
+                if not go_on:
                     break
         except KeyboardInterrupt:
             rest = (
@@ -235,7 +238,8 @@ class Shell:
         if self.closed:
             return 141  # as a program stopped by SIGPIPE
         if self.failures:
-            self.complain(f">> {self.failures} of {ran} line(s) failed")
+            if failed:
+                self.complain(f">> {failed} of {ran} line(s) failed")
             return 1
         return 0
 

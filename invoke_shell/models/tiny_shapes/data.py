@@ -27,14 +27,21 @@ PALETTE: dict[str, tuple[int, int, int]] = {
 COLOURS = tuple(PALETTE)
 SHAPES = ("circle", "square", "triangle")
 LORA_SHAPES = ("cross",)  # not in the base model: taught by the LoRA that train_lora.py makes
-GRAMMAR_WORDS = ("a", "on", "background", *COLOURS, *SHAPES)  # whole tokens of the shipped tokenizer
-
-# How people write, for evaluating prompts in plain English (the shipped model was trained on
-# the grammar above only): synonyms of palette colours and shapes, sizes, filler words.
+# How people write: synonyms that name a palette colour or a shape, sizes the model ignores
+# (it draws shapes of every size), and the small words of English sentences.
 COLOUR_SYNONYMS = {"violet": "purple"}
 SHAPE_SYNONYMS = {"disc": "circle", "ball": "circle", "dot": "circle", "box": "square"}
 SIZES = ("tiny", "small", "little", "big", "large", "huge")
 FILLER = ("simple", "flat", "plain", "solid", "bright", "picture", "image", "drawing", "photo", "shape")
+GRAMMAR_WORDS = (
+    *("a", "an", "the", "one", "of", "on", "over", "with", "in", "front", "against", "and", "background"),
+    *COLOURS,
+    *SHAPES,
+    *COLOUR_SYNONYMS,
+    *SHAPE_SYNONYMS,
+    *SIZES,
+    *FILLER,
+)
 
 
 @dataclass(frozen=True)
@@ -92,13 +99,15 @@ def render(d: Drawing) -> Image.Image:
 
 
 def caption_variants(d: Drawing, rng: random.Random) -> str:
-    """Mostly the full caption; sometimes a shorter one so short prompts work too."""
+    """The canonical caption a third of the time, short forms sometimes, else natural phrasing."""
     r = rng.random()
-    if r < 0.08:
+    if r < 0.06:
         return f"a {d.colour} {d.shape}"
-    if r < 0.12:
+    if r < 0.09:
         return f"a {d.shape} on a {d.background} background"
-    return d.caption
+    if r < 0.4:
+        return d.caption
+    return natural_caption(d, rng)
 
 
 def _article(next_word: str, rng: random.Random) -> str:
@@ -116,8 +125,8 @@ def _phrase(words: list[str], rng: random.Random) -> str:
 
 def natural_caption(d: Drawing, rng: random.Random) -> str:
     """One of the ways a person describes the drawing: articles, sizes, synonyms, word order,
-    punctuation, and now and then a made-up word (spelled out in characters). Upper case needs
-    nothing: the tokenizer lowercases."""
+    punctuation, and now and then a word the model has never seen (spelled out in characters),
+    which it learns to ignore. Upper case needs no training: the tokenizer lowercases."""
     colour = next((k for k, v in COLOUR_SYNONYMS.items() if v == d.colour and rng.random() < 0.5), d.colour)
     shape = next((k for k, v in SHAPE_SYNONYMS.items() if v == d.shape and rng.random() < 0.3), d.shape)
     if shape == "box" and rng.random() < 0.5:

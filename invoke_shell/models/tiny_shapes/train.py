@@ -44,21 +44,19 @@ def make_dataset(n: int, seed: int) -> tuple[torch.Tensor, list[data.Drawing], l
     rng = random.Random(seed)
     drawings = [data.random_drawing(rng) for _ in range(n)]
     captions = [data.caption_variants(d, rng) for d in drawings]
-    arr = np.stack([np.asarray(data.render(d)) for d in drawings])
-    images = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    return images, drawings, captions
+    return render_all(drawings), drawings, captions
 
 
-def mismatched_captions(drawings: list[data.Drawing], seed: int) -> list[str]:
-    """For each drawing, a caption that gets one or more of its attributes wrong.
+def mismatched(drawings: list[data.Drawing], seed: int) -> tuple[list[str], list[data.Drawing], list[data.Drawing]]:
+    """For each drawing, a caption that gets one or more of its attributes wrong, and the two
+    edits of the drawing that caption asks for: its colours only, and colours and shape (same box).
 
-    Trained on matching captions only, the model learns to take colours from the text even at
-    low noise, where the picture itself shows them: img2img with an edit prompt then repaints
-    the colours at strength 0.2. Seeing some wrong captions (with the true noise as the target)
-    teaches it to trust the picture where the picture is clear, and the text where it is not.
+    These teach the model when to trust the picture and when the text (see `edit_target`):
+    img2img at low strength keeps the init's colours, at the default 0.75 it takes the
+    prompt's colours, and at 0.5 and below the init's shape and position carry through.
     """
     rng = random.Random(seed + 1)
-    out = []
+    captions, recoloured, reshaped = [], [], []
     for d in drawings:
         colour, shape, background = d.colour, d.shape, d.background
         what = rng.choice(("background", "colour", "shape", "all"))
@@ -68,8 +66,25 @@ def mismatched_captions(drawings: list[data.Drawing], seed: int) -> list[str]:
             colour = rng.choice([c for c in data.COLOURS if c not in (d.colour, background)])
         if what in ("shape", "all"):
             shape = rng.choice([s for s in data.SHAPES if s != d.shape])
-        out.append(f"a {colour} {shape} on a {background} background")
-    return out
+        wrong = data.Drawing(shape, colour, background, d.box)
+        captions.append(data.caption_variants(wrong, rng))
+        recoloured.append(data.Drawing(d.shape, colour, background, d.box))
+        reshaped.append(wrong)
+    return captions, recoloured, reshaped
+
+
+def render_all(drawings: list[data.Drawing]) -> torch.Tensor:
+    arr = np.stack([np.asarray(data.render(d)) for d in drawings])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def edit_target(t: torch.Tensor, u: torch.Tensor, args) -> torch.Tensor:
+    """Which picture a wrong caption's sample should denoise towards, by timestep t:
+    0 the noised picture itself (trust the picture: low noise), 1 its recolouring, 2 its
+    recolouring with the caption's shape (trust the text: high noise). Linear ramps between."""
+    p_colour = ((t.float() - args.colour_from) / args.ramp).clamp(0, 1)
+    p_shape = ((t.float() - args.shape_from) / args.ramp).clamp(0, 1)
+    return (u < p_colour).long() + (u < p_shape).long()
 
 
 # ---------------------------------------------------------------- 2-3. VAE
@@ -156,42 +171,28 @@ def centre_latents(vae, latents: torch.Tensor) -> tuple[torch.Tensor, dict]:
 # ---------------------------------------------------------------- 4. tokenizer
 
 
-def _bpe(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
-    """CLIP's BPE on one word, enough to check that grammar words come out whole."""
-    parts = list(word[:-1]) + [word[-1] + "</w>"]
-    while len(parts) > 1:
-        pairs = [(ranks.get((a, b), 1 << 30), i) for i, (a, b) in enumerate(zip(parts, parts[1:]))]
-        rank, i = min(pairs)
-        if rank == 1 << 30:
-            break
-        parts[i : i + 2] = [parts[i] + parts[i + 1]]
-    return parts
+def grammar_merges(words: tuple[str, ...]) -> list[tuple[str, str]]:
+    """BPE merges that make each grammar word one token, learned by the tokenizers library's
+    BPE trainer on the words themselves: a trained merge list, applied in rank order as CLIP's
+    tokenizer does, gives back every training word whole (hand-made chains collide once words
+    share letters, as "on", "one" and "front" do)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.BpeTrainer(vocab_size=10_000, min_frequency=1, end_of_word_suffix="</w>", show_progress=False)
+    bpe.train_from_iterator([" ".join(words)], trainer)
+    merges = json.loads(bpe.to_str())["model"]["merges"]
+    return [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in merges]
 
 
 def build_tokenizer(out: Path, max_length: int):
     """vocab.json/merges.txt in CLIP's format: characters (so any word still tokenises) plus
-    each grammar word as one whole token, built by a chain of merges. Word order is searched
-    so that no word's merges break another word apart."""
+    each grammar word as one whole token."""
     from transformers import CLIPTokenizer
 
     chars = list("abcdefghijklmnopqrstuvwxyz0123456789") + list(",.!?'-:()[]+*/")
-    rng = random.Random(0)
-    words = sorted(data.GRAMMAR_WORDS, key=len, reverse=True)
-    for _ in range(200):
-        merges: list[tuple[str, str]] = []
-        for w in words:
-            parts = list(w[:-1]) + [w[-1] + "</w>"]
-            while len(parts) > 1:
-                pair = (parts[0], parts[1])
-                if pair not in merges:
-                    merges.append(pair)
-                parts[:2] = [parts[0] + parts[1]]
-        ranks = {m: i for i, m in enumerate(merges)}
-        if all(len(_bpe(w, ranks)) == 1 for w in words):
-            break
-        rng.shuffle(words)
-    else:
-        raise RuntimeError("no merge order keeps every grammar word whole")
+    merges = grammar_merges(data.GRAMMAR_WORDS)
     vocab: list[str] = []
     for t in chars + [c + "</w>" for c in chars] + [a + b for a, b in merges] + [BOS, EOS]:
         if t not in vocab:
@@ -270,7 +271,10 @@ def build_scheduler():
     return scheduler
 
 
-def train_denoiser(unet, text_encoder, tok, latents, captions, wrong, args, gen, work: Path) -> dict:
+def train_denoiser(unet, text_encoder, tok, latents, captions, wrong, edits, args, gen, work: Path) -> dict:
+    """Epsilon prediction with the SD schedule. `edits` holds the latents of each drawing's two
+    edits (recoloured, reshaped); a wrong caption's target is the noise that leads from x_t to
+    the picture `edit_target` picks, so at high noise the text wins and at low noise the picture."""
     from diffusers import DDPMScheduler
     from diffusers.training_utils import EMAModel
 
@@ -331,10 +335,13 @@ def train_denoiser(unet, text_encoder, tok, latents, captions, wrong, args, gen,
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, 1000, (args.batch,), generator=gen)
         xt = noise_sched.add_noise(x0, noise, t)
+        which = edit_target(t, torch.rand(args.batch, generator=gen), args) * swap
+        target = torch.stack([latents[idx], edits[0][idx], edits[1][idx]])[which, torch.arange(args.batch)]
+        ab = noise_sched.alphas_cumprod[t].view(-1, 1, 1, 1)
+        eps = (xt - ab.sqrt() * target) / (1 - ab).sqrt()  # equals `noise` where the target is x0
         enc = text_encoder(cond_ids.to(dev))[0]
         pred = unet(xt.to(dev), t.to(dev), encoder_hidden_states=enc).sample
-        noise = noise.to(dev)
-        loss = F.mse_loss(pred, noise)
+        loss = F.mse_loss(pred, eps.to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -401,6 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "model")
     p.add_argument("--work", type=Path, default=Path("build/tiny_shapes"))
+    p.add_argument("--vae", type=Path, help="a model folder whose VAE to keep (skips stages 2-3)")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--images", type=int, default=30000)
     p.add_argument("--vae_steps", type=int, default=1200)
@@ -412,7 +420,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--ema", type=float, default=0.998)
     p.add_argument("--uncond", type=float, default=0.1, help="share of empty captions (for guidance)")
-    p.add_argument("--mismatch", type=float, default=0.15, help="share of captions that get the picture wrong")
+    p.add_argument("--mismatch", type=float, default=0.25, help="share of captions that get the picture wrong")
+    p.add_argument("--colour_from", type=int, default=300, help="timestep where wrong colours start to win")
+    p.add_argument("--shape_from", type=int, default=560, help="timestep where a wrong shape starts to win")
+    p.add_argument("--ramp", type=int, default=160, help="timesteps over which the text takes over")
     p.add_argument("--device", default="cpu")
     p.add_argument("--max_length", type=int, default=32)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
@@ -430,7 +441,16 @@ def main(argv: list[str] | None = None) -> None:
     images, drawings, captions = make_dataset(args.images, args.seed)
 
     vae_path = args.work / "vae"
-    if (vae_path / "config.json").exists():
+    if args.vae:
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(args.vae / "vae").eval()
+        earlier = json.loads((args.vae / "training.json").read_text())["figures"]
+        figures.update({k: v for k, v in earlier.items() if k.startswith(("vae_", "latent_", "scaling"))})
+        figures["vae_from"] = str(args.vae)
+        log(f"2-3. the VAE of {args.vae}, kept as it is (centred and scaled; its preview decoder stays valid)")
+        latents = encode_all(vae, images) * vae.config.scaling_factor
+    elif (vae_path / "config.json").exists():
         from diffusers import AutoencoderKL
 
         vae = AutoencoderKL.from_pretrained(vae_path)
@@ -442,21 +462,22 @@ def main(argv: list[str] | None = None) -> None:
         figures.update(train_vae(vae, images, args, gen))
         vae.save_pretrained(vae_path)
         (args.work / "vae_figures.json").write_text(json.dumps(figures))
-    log(f"   {figures}")
-
-    log("3. encoding and centring latents")
-    vae.eval()
-    raw = encode_all(vae, images)
-    latents, lat_fig = centre_latents(vae, raw)
-    figures.update(lat_fig)
+    if not args.vae:
+        log(f"   {figures}")
+        log("3. encoding and centring latents")
+        vae.eval()
+        latents, lat_fig = centre_latents(vae, encode_all(vae, images))
+        figures.update(lat_fig)
 
     log("4. tokenizer")
     tok = build_tokenizer(args.work / "tokenizer", args.max_length)
 
     log("5. text encoder + UNet")
     text_encoder, unet = build_text_encoder(tok, args.max_length), build_unet()
-    wrong = mismatched_captions(drawings, args.seed)
-    figures.update(train_denoiser(unet, text_encoder, tok, latents, captions, wrong, args, gen, args.work))
+    wrong, recoloured, reshaped = mismatched(drawings, args.seed)
+    scale = vae.config.scaling_factor
+    edits = [encode_all(vae, render_all(e)) * scale for e in (recoloured, reshaped)]
+    figures.update(train_denoiser(unet, text_encoder, tok, latents, captions, wrong, edits, args, gen, args.work))
 
     log("6. saving")
     from diffusers import StableDiffusionPipeline
@@ -475,6 +496,9 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("vocab.json", "merges.txt"):  # CLIP's own format beside tokenizer.json
         (args.out / "tokenizer" / name).write_bytes((args.work / "tokenizer" / name).read_bytes())
     (args.out / "latent_rgb.json").write_text(json.dumps(fit_latent_rgb(vae, latents), indent=1))
+    for name in ("preview_decoder.json", "preview_decoder.safetensors"):  # trained on this same VAE
+        if args.vae and (args.vae / name).exists():
+            (args.out / name).write_bytes((args.vae / name).read_bytes())
     figures["total_seconds"] = round(time.time() - t_start, 1)
     figures["threads"] = torch.get_num_threads()
     record = {
