@@ -155,6 +155,7 @@ def test_transparent_pixels_are_repainted_and_the_rest_kept(shapes, blue_with_ho
     shapes.lines.clear()
     shapes.handle(f"a red circle on a blue background -I {blue_with_hole} -f 1 -S 3")
     assert any("transparent pixels: they are repainted (25 % of the picture)" in x for x in shapes.lines)
+    assert ">> inpaint: 25 of 25 steps (strength 1.00)" in shapes.lines  # said as what it is
     out = pixels(last(shapes))
     far = np.ones((64, 64), bool)
     far[12:52, 12:52] = False  # farther from the hole than the 4-pixel seam

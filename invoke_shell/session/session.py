@@ -214,7 +214,7 @@ class ModelSession:
             init, mask, line = self._prepare_init(model, line, init_path)
         command = format_request(line.with_(seed=first_seed, init_img=init_path))
         expansion = self._expand_template(line, first_seed)
-        self._announce(line, init_path is not None, expansion)
+        self._announce(line, init_path is not None, expansion, inpaint=mask is not None)
         requests = expand(
             line,
             first_seed,
@@ -402,12 +402,12 @@ class ModelSession:
             line = line.with_(width=ready.size[0], height=ready.size[1])
         return ready.image, ready.mask, line
 
-    def _announce(self, line: LineRequest, img2img: bool, expansion: Expansion | None) -> None:
+    def _announce(self, line: LineRequest, img2img: bool, expansion: Expansion | None, inpaint: bool) -> None:
         """What the user should know before the images come: steps run, prompts, tokens, long prompts."""
         from invoke_shell import schedulers
 
         if img2img and not line.sweep and not upscales_init(line):
-            what = "inpaint" if line.init_mask or line.outcrop else "img2img"
+            what = "inpaint" if inpaint else "img2img"  # -M, --outcrop or a transparent init
             self.say(">> " + schedulers.describe_img2img(line.steps, line.strength, line.exact_steps, what))
         larger = hires_size(line)
         if larger is not None:  # the second pass, said as the first is

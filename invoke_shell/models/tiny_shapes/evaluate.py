@@ -55,21 +55,24 @@ def shell_defaults() -> dict:
     return load_registry(None).get("tiny-shapes").defaults
 
 
-# Phrasings people type, written by hand (not drawn from the training grammar): the drawing
-# each one asks for is given beside it.
+# Phrasings people type, written by hand (not drawn from the training grammar), each with the
+# drawing it asks for: (shape, colour, background)
 HAND_WRITTEN = [
-    ("a blue triangle on an orange background", data.Drawing("triangle", "blue", "orange", (0, 0, 0, 0))),
-    ("a tiny red circle on a blue background", data.Drawing("circle", "red", "blue", (0, 0, 0, 0))),
-    ("On blue, a red circle.", data.Drawing("circle", "red", "blue", (0, 0, 0, 0))),
-    ("A GREEN SQUARE ON A WHITE BACKGROUND", data.Drawing("square", "green", "white", (0, 0, 0, 0))),
-    ("a violet square box over a yellow background", data.Drawing("square", "purple", "yellow", (0, 0, 0, 0))),
-    ("a big yellow circle in front of a black background", data.Drawing("circle", "yellow", "black", (0, 0, 0, 0))),
-    ("Black background with an orange triangle", data.Drawing("triangle", "orange", "black", (0, 0, 0, 0))),
-    ("a small white square, on green", data.Drawing("square", "white", "green", (0, 0, 0, 0))),
-    ("picture of the purple ball against a red background", data.Drawing("circle", "purple", "red", (0, 0, 0, 0))),
-    ("a shiny green triangle on a purple background", data.Drawing("triangle", "green", "purple", (0, 0, 0, 0))),
-    ("an orange disc with a blue background!", data.Drawing("circle", "orange", "blue", (0, 0, 0, 0))),
-    ("the large red triangle on white", data.Drawing("triangle", "red", "white", (0, 0, 0, 0))),
+    (text, data.Drawing(shape, colour, background, (0, 0, 0, 0)))
+    for text, (shape, colour, background) in [
+        ("a blue triangle on an orange background", ("triangle", "blue", "orange")),
+        ("a tiny red circle on a blue background", ("circle", "red", "blue")),
+        ("On blue, a red circle.", ("circle", "red", "blue")),
+        ("A GREEN SQUARE ON A WHITE BACKGROUND", ("square", "green", "white")),
+        ("a violet square box over a yellow background", ("square", "purple", "yellow")),
+        ("a big yellow circle in front of a black background", ("circle", "yellow", "black")),
+        ("Black background with an orange triangle", ("triangle", "orange", "black")),
+        ("a small white square, on green", ("square", "white", "green")),
+        ("picture of the purple ball against a red background", ("circle", "purple", "red")),
+        ("a shiny green triangle on a purple background", ("triangle", "green", "purple")),
+        ("an orange disc with a blue background!", ("circle", "orange", "blue")),
+        ("the large red triangle on white", ("triangle", "red", "white")),
+    ]
 ]
 
 
