@@ -45,9 +45,9 @@ def test_help_lists_the_loaded_models_defaults(shapes):
 
 
 def test_words_the_model_does_not_know_are_named_once(shapes):
-    lines = said(shapes, "an orange circle on a tiny blue background -S 2 -s 4 -n 2")
+    lines = said(shapes, "an orange circle on a shiny blue background, trending on artstation -S 2 -s 4 -n 2")
     notes = [line for line in lines if "does not know" in line]
-    assert notes == [">> tiny-shapes does not know: an, tiny"]
+    assert notes == [">> tiny-shapes does not know: shiny, trending, artstation"]
     assert sum(".png  seed" in line for line in lines) == 2  # not refused
     assert not [line for line in said(shapes, "a red circle on a blue background -S 2 -s 4") if "know" in line]
 
@@ -60,7 +60,7 @@ def test_a_real_clip_vocabulary_is_never_second_guessed():
     )
     assert clip.unknown_words("an astronaut riding a photorealistic horse, tiny, (ornate:1.2) zxqv") == []
     tiny = PromptEncoder(SimpleNamespace(tokenizer=CLIPTokenizer.from_pretrained(MODEL / "tokenizer")))
-    assert tiny.unknown_words("A (Red:1.3) circle+ on an Orange background, tiny tiny") == ["an", "tiny"]
+    assert tiny.unknown_words("A (Red:1.3) circle+ on an Orange background, shiny shiny") == ["shiny"]
 
 
 # ---- item 4: the fast previews draw the decoded image's colours

@@ -68,9 +68,7 @@ def test_ctrl_c_inside_a_model_call_stops_at_the_next_block(engine, where, nth, 
 
 
 def test_large_images_decode_in_tiles_and_stop_between_tiles(engine, monkeypatch):
-    from invoke_shell.engines import generate
-
-    monkeypatch.setattr(generate, "TILE_ABOVE_PIXELS", 64 * 64)  # so a small image counts as large
+    monkeypatch.setattr(engine, "tile_above", 64 * 64)  # so a small image counts as large
     vae = engine.txt2img.vae
     tiles = [0]
     cancel = threading.Event()

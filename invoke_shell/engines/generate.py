@@ -77,6 +77,9 @@ class Engine:
         self.offload = offload_to is not None
         if offload_to:  # hooks on the shared modules: every pipeline view runs offloaded
             self.txt2img.enable_model_cpu_offload(device=offload_to)
+        # where the model computes, kept here: the status line asks from another thread, and
+        # the pipeline's own answer walks every module (which a LoRA being loaded changes)
+        self._device: torch.device = self.txt2img._execution_device
         self.tile_above = 0 if vae_tiling else TILE_ABOVE_PIXELS
         self._views: dict[str, Any] = {"txt2img": self.txt2img}  # one pipeline view per kind
         self.base_scheduler_config: dict[str, Any] = dict(pipe.scheduler.config)
@@ -105,6 +108,7 @@ class Engine:
         if self.offload:
             return
         self.txt2img.to(device)
+        self._device = self.txt2img._execution_device
         self.prompts.forget()
         if device == "cpu" and torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -112,8 +116,7 @@ class Engine:
     @property
     def device(self) -> torch.device:
         """Where the model computes (with offload, not where its weights wait)."""
-        device: torch.device = self.txt2img._execution_device
-        return device
+        return self._device
 
     def generate(
         self,
