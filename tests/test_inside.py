@@ -137,29 +137,3 @@ def test_exact_steps_runs_the_asked_count_and_records_both(make_shell, tmp_path)
     meta = json.loads(png.text["sd-metadata"])["image"]
     assert (meta["steps"], meta["schedule_steps"], meta["steps_run"], meta["exact_steps"]) == (20, 50, 20, True)
     assert png.text["Dream"].endswith("-f 0.4 --exact_steps")
-
-
-def test_the_contact_sheet_pasted_from_step_columns_is_the_sheet_of_all_steps_at_once():
-    """Columns are made as steps arrive; pasted together they give, pixel for pixel, the labelled
-    sheet of every step drawn in one go (labels up to sigma=14.615 fit their tiles)."""
-    from invoke_shell.engines.generate import StepState
-    from invoke_shell.files import intermediates
-    from invoke_shell.files.sheets import labelled_sheet
-
-    rng = np.random.default_rng(0)
-
-    def picture():
-        return Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
-
-    frames = [(StepState(0, 25, 999.0, 14.615, None, None, 1.0), picture(), None)]  # img2img's start: no x0
-    frames += [
-        (StepState(i, 25, 999.0 - 40 * i, 14.615 / i, None, None, 1.0), picture(), picture()) for i in (5, 10, 25)
-    ]
-    pasted = intermediates.contact_sheet([intermediates.contact_column(f) for f in frames])
-    at_once = labelled_sheet(
-        [[xt for _, xt, _ in frames], [x0 for _, _, x0 in frames]],
-        [intermediates.label(s) for s, _, _ in frames],
-        ["x_t", "x0"],
-        min_tile=96,
-    )
-    assert pasted.size == at_once.size and np.array_equal(np.asarray(pasted), np.asarray(at_once))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw
 
-from invoke_shell.files.sheets import labelled_sheet, row_label_width
+from invoke_shell.files.sheets import labelled_sheet
 
 if TYPE_CHECKING:
     from invoke_shell.engines.generate import StepState
@@ -48,27 +48,13 @@ def label(s: StepState) -> str:
     return f"step {s.step}/{s.total}\nt={s.timestep:.0f}\nsigma={s.sigma:.3f}"
 
 
-ROWS = ("x_t", "x0")
-MIN_TILE = 96  # pixels: tiles are scaled up by a whole factor until the labels fit above them
-
-
-def contact_column(frame: Frame) -> Image.Image:
-    """One step's column of the contact sheet, the row labels at its left: made on the writer
-    thread as the step arrives, so the end of an image only pastes the columns together."""
-    s, xt, x0 = frame
-    return labelled_sheet([[xt], [x0]], [label(s)], ROWS, min_tile=MIN_TILE)
-
-
-def contact_sheet(columns: Sequence[Image.Image]) -> Image.Image:
-    """Every saved step: x_t above x0, labelled with step, timestep and sigma (the labels fit
-    their tile, so this is the labelled sheet of all the steps at once)."""
-    first, left = columns[0], row_label_width(ROWS)
-    tile = first.width - left
-    sheet = Image.new("RGB", (left + len(columns) * tile, first.height), (255, 255, 255))
-    sheet.paste(first, (0, 0))
-    for c, column in enumerate(columns[1:], 1):
-        sheet.paste(column.crop((left, 0, column.width, column.height)), (left + c * tile, 0))
-    return sheet
+def contact_sheet(frames: Sequence[Frame], min_tile: int = 96) -> Image.Image:
+    return labelled_sheet(
+        [[xt for _, xt, _ in frames], [x0 for _, _, x0 in frames]],
+        [label(s) for s, _, _ in frames],
+        ["x_t", "x0"],
+        min_tile=min_tile,
+    )
 
 
 def animation_frame(frame: Frame) -> Image.Image:

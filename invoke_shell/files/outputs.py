@@ -25,7 +25,7 @@ import re
 import secrets
 import shutil
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -172,9 +172,8 @@ class StepFiles:
             self.folder.mkdir(parents=True)
         except OSError as e:
             raise _write_error(f"could not make {self.folder.parent}", e) from None
-        # each step's contact-sheet column, its GIF frame and its files, made on the writer
-        # thread as it arrives
-        self._frames: list[Future[tuple[Image.Image, Image.Image, list[Path]]]] = []
+        # each step's frame, its GIF frame and its files, made on the writer thread as it arrives
+        self._frames: list[Future[tuple[intermediates.Frame, Image.Image, list[Path]]]] = []
 
     @property
     def steps(self) -> int:
@@ -194,7 +193,7 @@ class StepFiles:
 
     def _write_step(
         self, s: StepState, pictures: tuple[Image.Image, Image.Image | None] | None
-    ) -> tuple[Image.Image, Image.Image, list[Path]]:
+    ) -> tuple[intermediates.Frame, Image.Image, list[Path]]:
         from safetensors.torch import save_file
 
         stem = self.folder / f"step_{s.step:03d}"
@@ -210,26 +209,17 @@ class StepFiles:
         if x0 is not None:
             x0.save(str(stem) + ".x0.png", format="PNG", compress_level=1)
             names.append(Path(str(stem) + ".x0.png"))
-        frame = (s, xt, x0)
-        return intermediates.contact_column(frame), intermediates.animation_frame(frame), names
+        return (s, xt, x0), intermediates.animation_frame((s, xt, x0)), names
 
     def _finish(self, final: Path) -> list[Path]:
         try:
             done = [f.result() for f in self._frames]
+            frames = [frame for frame, _, _ in done]
+            intermediates.contact_sheet(frames).save(self.folder / "contact_sheet.png", compress_level=1)
             anim = [gif for _, gif, _ in done]
-            with ThreadPoolExecutor(1) as beside:  # Pillow's encoders let go of the GIL: both at once
-                gif = beside.submit(
-                    anim[0].save,
-                    self.folder / "steps.gif",
-                    format="GIF",
-                    save_all=True,
-                    append_images=anim[1:],
-                    duration=250,
-                    loop=0,
-                )
-                sheet = intermediates.contact_sheet([column for column, _, _ in done])
-                sheet.save(self.folder / "contact_sheet.png", compress_level=1)
-                gif.result()
+            anim[0].save(
+                self.folder / "steps.gif", format="GIF", save_all=True, append_images=anim[1:], duration=250, loop=0
+            )
             if final.exists():
                 raise WriteError(
                     f"{final} already exists: intermediates are never written into an old folder",
