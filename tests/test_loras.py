@@ -150,7 +150,7 @@ def test_completion_offers_lora_names_after_lora_colon(addons):
     assert got == [("<lora:thick:1>", -8), ("<lora:thick-kohya:1>", -8)]
 
 
-SEEDS = (0, 2, 3)  # seeds whose cross the evaluation judged a cross (it draws one in 80 % of prompts)
+SEEDS = (0, 2, 3)  # seeds whose cross is judged a cross (the LoRA draws one in 75 % of the evaluation's prompts)
 
 
 def test_the_shipped_lora_teaches_the_embedded_model_a_cross(tmp_path):
