@@ -61,11 +61,10 @@ def mismatched(drawings: list[data.Drawing], seed: int) -> tuple[list[str], list
     """For each drawing, a caption that gets its colours wrong (shape, background or both) and
     the recolouring of the drawing that caption asks for (same shape, same box).
 
-    These teach the model when to trust the picture and when the text (see `edit_target`):
-    img2img at low strength keeps the init's colours, at the default 0.75 it takes the
-    prompt's colours, and the init's shape and position carry through. The shape word is
-    always true: a caption that named the wrong shape taught the model, at the noise levels
-    where shapes form, to doubt shape words, and it drew circles and squares as one blob.
+    These teach the model when to trust the picture and when the text (see `edit_weight`):
+    img2img at low strength keeps the init's colours and at the default 0.75 takes the
+    prompt's, in the init's place. The shape word is always true, so the model also follows
+    it at low noise: img2img reshapes the init towards the prompt's shape even at 0.2.
     """
     rng = random.Random(seed + 1)
     captions, recoloured = [], []
