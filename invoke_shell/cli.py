@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="encode and decode every image in tiles, for less memory (images over 1024x1024 always are); "
         "the VAE already works on one image at a time",
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="CUDA only: compile the UNet with torch.compile (CUDA graphs); the first image at each "
+        "size takes a minute or so, later ones run faster",
+    )
     p.add_argument("--verbose", action="store_true", help="also show library warnings and logs on screen")
     return p
 
@@ -128,10 +134,13 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_environment()
     try:
-        if args.offload:
-            from invoke_shell.models.loader import check_offload
+        if args.offload or args.compile:
+            from invoke_shell.models.loader import check_compile, check_offload
 
-            check_offload(args.device)
+            if args.offload:
+                check_offload(args.device)
+            if args.compile:
+                check_compile(args.device)
         if args.from_file and not args.from_file.is_file():
             raise UsageError(f"--from_file {args.from_file} does not exist", "give a text file of commands")
         try:
@@ -180,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     limits = Limits(max_seconds=args.max_seconds, max_memory=args.max_memory)
     session = ModelSession(
         registry,
-        lambda e: load_model(e, args.device, args.precision, args.threads, args.offload, args.vae_tiling),
+        lambda e: load_model(e, args.device, args.precision, args.threads, args.offload, args.vae_tiling, args.compile),
         args.outdir,
         say,
         limits,

@@ -4,54 +4,16 @@
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from invoke_shell.models.addons import AddOns
 from invoke_shell.models.loader import load_model
 from invoke_shell.models.registry import load_registry
 from invoke_shell.session.session import ModelSession
 from invoke_shell.shell.repl import Shell
-
-
-@pytest.fixture(scope="module")
-def addons(tiny_config, tmp_path_factory) -> AddOns:
-    """A random LoRA for the tiny model in diffusers/PEFT form and the same weights in kohya
-    form, and embeddings for its 32-wide text encoder."""
-    from diffusers import StableDiffusionPipeline
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-    from safetensors.torch import save_file
-
-    root = tmp_path_factory.mktemp("addons")
-    loras, embeddings = root / "loras", root / "embeddings"
-    loras.mkdir()
-    embeddings.mkdir()
-    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_config.parent / "model"), local_files_only=True)
-    torch.manual_seed(0)
-    targets = ["to_q", "to_k", "to_v", "to_out.0"]
-    pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=targets, init_lora_weights=False))
-    state = {k: v * 4 for k, v in get_peft_model_state_dict(pipe.unet).items()}  # strong enough to see
-    StableDiffusionPipeline.save_lora_weights(loras, unet_lora_layers=state, weight_name="thick.safetensors")
-    kohya = {}
-    for (
-        key,
-        value,
-    ) in state.items():  # down_blocks.0...to_q.lora_A.weight -> lora_unet_down_blocks_0_..._to_q.lora_down.weight
-        module, _, rest = key.rpartition(".lora_")
-        kohya[f"lora_unet_{module.replace('.', '_')}.lora_{'down' if rest.startswith('A') else 'up'}.weight"] = value
-        kohya[f"lora_unet_{module.replace('.', '_')}.alpha"] = torch.tensor(4.0)
-    save_file(kohya, str(loras / "thick-kohya.safetensors"))
-    save_file({"emb_params": torch.randn(1, 32) * 3}, str(embeddings / "star.safetensors"))
-    vector = torch.randn(1, 32) * 3
-    torch.save({"string_to_param": {"*": vector}, "name": "spiky", "step": 100}, embeddings / "spiky.pt")
-    (embeddings / "evil.pt").write_bytes(pickle.dumps(print))  # a pickle that names a callable
-    return AddOns(loras, embeddings)
 
 
 @pytest.fixture

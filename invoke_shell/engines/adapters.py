@@ -15,14 +15,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from invoke_shell.engines import recipe
 from invoke_shell.errors import UsageError
 
 Wanted = tuple[str, Path, float]  # name, file, weight
 
 
 class Adapters:
-    def __init__(self, pipe: Any) -> None:
+    def __init__(self, pipe: Any, refuse: bool = False) -> None:
+        """`refuse`: the model runs with query/key/value fused (the GPU recipe); a LoRA needs them
+        apart, so they are separated while LoRAs are applied and fused again after."""
         self.pipe = pipe
+        self.refuse = refuse
         self.loras: dict[str, Path] = {}  # adapter name -> the file it came from
         self.embeddings: dict[str, Path] = {}  # token -> file
         self._weights: tuple[tuple[str, float], ...] = ()
@@ -39,6 +43,10 @@ class Adapters:
             self.pipe.delete_adapters(stale)
             for a in stale:
                 del self.loras[a]
+        if wanted:
+            recipe.unfuse(self.pipe)  # a LoRA's layers wrap the separate projections
+        elif self.refuse and not self.loras and not getattr(self.pipe, "fusing_unet", False):
+            recipe.fuse(self.pipe)
         for adapter, path in names.items():
             if adapter not in self.loras:
                 try:

@@ -23,6 +23,7 @@ from invoke_shell import schedulers
 from invoke_shell.engines import cost
 from invoke_shell.engines.adapters import Adapters
 from invoke_shell.engines.prompts import PromptEncoder
+from invoke_shell.engines.recipe import Recipe
 from invoke_shell.engines.stop_points import stop_points
 from invoke_shell.engines.tap import StepTap
 from invoke_shell.errors import Cancelled
@@ -61,10 +62,13 @@ class Engine:
     """The resident model: components, device, dtype and the base scheduler config. Nothing
     about any single request is stored here."""
 
-    def __init__(self, pipe: Any, offload_to: str | None = None, vae_tiling: bool = False) -> None:
+    def __init__(
+        self, pipe: Any, offload_to: str | None = None, vae_tiling: bool = False, recipe: Recipe | None = None
+    ) -> None:
         """`offload_to` (a GPU) keeps the weights in main memory and moves each component there
         only while it runs, for cards too small to hold the whole model; `vae_tiling` encodes and
-        decodes every image in tiles, not only large ones."""
+        decodes every image in tiles, not only large ones; `recipe` is what `recipe.apply` did
+        to `pipe` (a compiled UNet gets no stop points: hooks would make it compile again)."""
         import diffusers
 
         # SD 1.x/2.x or SDXL: the family's own txt2img, img2img and inpaint pipelines (the last
@@ -83,8 +87,10 @@ class Engine:
         self.tile_above = 0 if vae_tiling else TILE_ABOVE_PIXELS
         self._views: dict[str, Any] = {"txt2img": self.txt2img}  # one pipeline view per kind
         self.base_scheduler_config: dict[str, Any] = dict(pipe.scheduler.config)
+        self.recipe = recipe or Recipe()
+        self._compiled_for: set[tuple[int, int, bool]] = set()  # (width, height, guided) sizes compiled
         self.prompts = PromptEncoder(self.txt2img)
-        self.adapters = Adapters(self.txt2img)  # LoRAs and embeddings the prompts name
+        self.adapters = Adapters(self.txt2img, refuse=self.recipe.fused)  # LoRAs and embeddings the prompts name
         self._speed: cost.Speed | None = None  # measured the first time a large image is asked for
 
     @property
@@ -139,6 +145,7 @@ class Engine:
         if mask is not None and (init_image is None or mask.size != init_image.size):
             raise ValueError("a mask must come with an init image of its size")
         notes = []
+        compiling = self._compiles_for(req)
         schedule = steps_run = 0
         if upscales_init(req) and init_image is not None:  # -U -I: the init image is the first pass
             pixels = _pixels(init_image)
@@ -174,11 +181,30 @@ class Engine:
             steps_run += refine_steps
             schedule = schedule or refine_schedule
         # 3. return
+        if compiling:
+            self._compiled_for.update(compiling)
+            sizes = " and ".join(f"{w}x{h}" for w, h, _ in compiling)
+            notes.append(
+                f"the UNet was compiled for {sizes} ({time.perf_counter() - t0:.1f} s for this image; "
+                "later ones at that size are faster)"
+            )
         image = _picture(pixels)
         note = "; ".join(notes) or None
         if self.offload:  # a view's call leaves its last component on the GPU: back to main memory
             self.txt2img.maybe_free_model_hooks()
         return GenerationResult(image, pixels, steps_run, schedule, time.perf_counter() - t0, note=note)
+
+    def _compiles_for(self, req: ImageRequest) -> set[tuple[int, int, bool]]:
+        """The sizes a compiled UNet has not seen that this request runs it at: each compiles
+        once (guidance doubles the batch, which is another shape)."""
+        if not self.recipe.compiled:
+            return set()
+        guided = req.cfg_scale > 1
+        sizes = {(req.width, req.height, guided)}
+        larger = hires_size(req)
+        if larger is not None:
+            sizes.add((*larger, guided))
+        return sizes - self._compiled_for
 
     def _denoise(
         self,
@@ -239,10 +265,12 @@ class Engine:
         # stop points in every block of the big models only for large images, where one block
         # takes seconds; at ordinary sizes the top-level blocks are enough and cost less
         large = width * height > 4 * self.native_size[0] * self.native_size[1]
-        models = [(p.text_encoder, 4), (p.unet, 4 if large else 2), (p.vae, 4 if large else 3)]
+        models = [(p.text_encoder, 4), (p.vae, 4 if large else 3)]
+        if not self.recipe.compiled:
+            models.append((p.unet, 4 if large else 2))
         if self.xl:
             models.append((p.text_encoder_2, 4))
-        with stop_points(models, cancel, lambda: done[0]), self._tiled(width, height):
+        with stop_points(models, cancel, lambda: done[0]), self._tiled(width, height), torch.inference_mode():
             out = pipe(
                 **self.prompts.embeddings(req.positive, req.negative, self.adapters.state),
                 num_inference_steps=schedule,

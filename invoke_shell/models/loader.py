@@ -41,9 +41,12 @@ def load_model(
     threads: int | None = None,
     offload: bool = False,
     vae_tiling: bool = False,
+    compile_unet: bool = False,
 ) -> LoadedModel:
     """`offload` (a GPU only): weights wait in main memory, each component goes to the GPU while
-    it runs; `vae_tiling`: every image is encoded and decoded in tiles."""
+    it runs; `vae_tiling`: every image is encoded and decoded in tiles; `compile_unet` (CUDA
+    only): torch.compile the UNet. On CUDA the GPU recipe (`engines.recipe`) is applied."""
+    from invoke_shell.engines import recipe
     from invoke_shell.engines.generate import Engine
     from invoke_shell.engines.previews import load_previewer
     from invoke_shell.logs import route_library_logs
@@ -53,12 +56,16 @@ def load_model(
     dtype = pick_dtype(precision, dev)
     if offload:
         check_offload(dev)
+    if compile_unet:
+        check_compile(dev)
     opened = open_pipeline(entry, "cpu" if offload else dev, dtype)
     pipe = opened.pipe
     set_threads(threads, dev, sum(p.numel() for p in pipe.unet.parameters()))
     path = Path(pipe.config._name_or_path) if entry.repo_id else entry.path  # the snapshot folder
-    engine = Engine(pipe, offload_to=dev if offload else None, vae_tiling=vae_tiling)
+    applied = recipe.apply(pipe, dev, compile_unet)
+    engine = Engine(pipe, offload_to=dev if offload else None, vae_tiling=vae_tiling, recipe=applied)
     ways = [w for w, on in (("model CPU offload", offload), ("VAE tiling", vae_tiling)) if on]
+    ways += applied.applied
     return LoadedModel(
         engine,
         ModelInfo(entry.name, str(entry.path), model_hash(path)),
@@ -107,6 +114,15 @@ def check_offload(device: str) -> None:
         raise UsageError(
             "--offload moves a model's parts to a GPU while they run, and there is no GPU here",
             "leave --offload out: on the CPU the model is in main memory already",
+        )
+
+
+def check_compile(device: str) -> None:
+    """--compile is the GPU recipe's: on the CPU it would spend minutes compiling for little."""
+    if pick_device(device) != "cuda":
+        raise UsageError(
+            "--compile is for CUDA GPUs (torch.compile with CUDA graphs), and there is none here",
+            "leave --compile out",
         )
 
 

@@ -57,17 +57,19 @@ def make_dataset(n: int, seed: int) -> tuple[torch.Tensor, list[data.Drawing], l
     return render_all(drawings), drawings, captions
 
 
-def mismatched(drawings: list[data.Drawing], seed: int) -> tuple[list[str], list[data.Drawing]]:
-    """For each drawing, a caption that gets its colours wrong (shape, background or both) and
-    the recolouring of the drawing that caption asks for (same shape, same box).
+def mismatched(
+    drawings: list[data.Drawing], seed: int, wrong_shape: float
+) -> tuple[list[str], list[data.Drawing], list[data.Drawing]]:
+    """For each drawing, a caption that gets its colours wrong (shape, background or both), and
+    for a `wrong_shape` share of them its shape word too; with it the drawing recoloured as the
+    caption says (same shape, same box) and the drawing the caption describes (its shape too).
 
     These teach the model when to trust the picture and when the text (see `edit_weight`):
-    img2img at low strength keeps the init's colours and at the default 0.75 takes the
-    prompt's, in the init's place. The shape word is always true, so the model also follows
-    it at low noise: img2img reshapes the init towards the prompt's shape even at 0.2.
+    img2img at low strength keeps the init's colours and, up to a higher noise level, its shape;
+    at the default 0.75 it takes the prompt's colours and shape, in the init's place.
     """
     rng = random.Random(seed + 1)
-    captions, recoloured = [], []
+    captions, recoloured, described = [], [], []
     for d in drawings:
         colour, background = d.colour, d.background
         what = rng.choice(("background", "colour", "both"))
@@ -75,10 +77,14 @@ def mismatched(drawings: list[data.Drawing], seed: int) -> tuple[list[str], list
             background = rng.choice([c for c in data.COLOURS if c not in (d.background, colour)])
         if what in ("colour", "both"):
             colour = rng.choice([c for c in data.COLOURS if c not in (d.colour, background)])
-        wrong = data.Drawing(d.shape, colour, background, d.box)
+        shape = d.shape
+        if rng.random() < wrong_shape:
+            shape = rng.choice([s for s in data.SHAPES if s != d.shape])
+        wrong = data.Drawing(shape, colour, background, d.box)
         captions.append(data.caption_variants(wrong, rng))
-        recoloured.append(wrong)
-    return captions, recoloured
+        recoloured.append(data.Drawing(d.shape, colour, background, d.box))
+        described.append(wrong)
+    return captions, recoloured, described
 
 
 def render_all(drawings: list[data.Drawing]) -> torch.Tensor:
@@ -86,12 +92,14 @@ def render_all(drawings: list[data.Drawing]) -> torch.Tensor:
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
-def edit_weight(t: torch.Tensor, args) -> torch.Tensor:
-    """How far a wrong caption's sample is denoised towards the recolouring, by timestep t: 0
-    the noised picture itself (trust the picture: low noise), 1 the recolouring (trust the text:
-    high noise), a linear blend between. A blend, not a coin toss: the target is one picture for
-    each x_t, caption and t, so the loss has no noise the model cannot learn."""
-    return ((t.float() - args.colour_from) / args.ramp).clamp(0, 1)
+def edit_weight(t: torch.Tensor, start: int, ramp: int) -> torch.Tensor:
+    """How far a wrong caption's sample is denoised towards what the caption says, by timestep
+    t: 0 the noised picture itself (trust the picture: low noise), 1 the caption's version
+    (trust the text: high noise), a linear blend from `start` over `ramp` timesteps. A blend,
+    not a coin toss: the target is one picture for each x_t, caption and t, so the loss has no
+    noise the model cannot learn. Colours give way from `--colour_from`, the shape later, from
+    `--shape_from`: the outline is the last thing an edit should lose."""
+    return ((t.float() - start) / ramp).clamp(0, 1)
 
 
 # ---------------------------------------------------------------- 2-3. VAE
@@ -299,10 +307,13 @@ def build_scheduler():
     return scheduler
 
 
-def train_denoiser(unet, text_encoder, tok, latents, captions, wrong, recoloured, args, gen, work: Path) -> dict:
+def train_denoiser(
+    unet, text_encoder, tok, latents, captions, wrong, recoloured, described, args, gen, work: Path
+) -> dict:
     """Epsilon prediction with the SD schedule. `recoloured` holds the latents of each drawing
-    as its wrong caption paints it; a wrong caption's target is the noise that leads from x_t to
-    the picture `edit_target` picks, so at high noise the text wins and at low noise the picture."""
+    in its wrong caption's colours and `described` those of the drawing the caption describes
+    (its shape too); a wrong caption's target is the noise that leads from x_t to a blend of the
+    three by `edit_weight`, so at high noise the text wins and at low noise the picture."""
     from diffusers import DDPMScheduler
     from diffusers.training_utils import EMAModel
 
@@ -363,8 +374,9 @@ def train_denoiser(unet, text_encoder, tok, latents, captions, wrong, recoloured
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, 1000, (args.batch,), generator=gen)
         xt = noise_sched.add_noise(x0, noise, t)
-        w = (edit_weight(t, args) * swap).view(-1, 1, 1, 1)
-        target = latents[idx] + w * (recoloured[idx] - latents[idx])
+        w_colour = (edit_weight(t, args.colour_from, args.ramp) * swap).view(-1, 1, 1, 1)
+        w_shape = (edit_weight(t, args.shape_from, args.ramp) * swap).view(-1, 1, 1, 1)
+        target = x0 + w_colour * (recoloured[idx] - x0) + w_shape * (described[idx] - recoloured[idx])
         ab = noise_sched.alphas_cumprod[t].view(-1, 1, 1, 1)
         eps = (xt - ab.sqrt() * target) / (1 - ab).sqrt()  # equals `noise` where the target is x0
         enc = text_encoder(cond_ids.to(dev))[0]
@@ -452,6 +464,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--mismatch", type=float, default=0.25, help="share of captions that get the picture wrong")
     p.add_argument("--colour_from", type=int, default=320, help="timestep where wrong colours start to win")
     p.add_argument("--ramp", type=int, default=200, help="timesteps over which the text takes over")
+    p.add_argument("--wrong_shape", type=float, default=0.4, help="share of wrong captions whose shape is wrong too")
+    p.add_argument("--shape_from", type=int, default=560, help="timestep where a wrong shape word starts to win")
     p.add_argument("--device", default="cpu")
     p.add_argument("--max_length", type=int, default=32)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
@@ -506,9 +520,12 @@ def main(argv: list[str] | None = None) -> None:
         figures["initialised_from"] = str(args.init)
         log(f"   starting from the UNet and text encoder of {args.init}")
         start_from(args.init, unet, text_encoder, tok)
-    wrong, recoloured = mismatched(drawings, args.seed)
+    wrong, recoloured, described = mismatched(drawings, args.seed, args.wrong_shape)
     edited = encode_all(vae, render_all(recoloured)) * vae.config.scaling_factor
-    figures.update(train_denoiser(unet, text_encoder, tok, latents, captions, wrong, edited, args, gen, args.work))
+    reshaped = encode_all(vae, render_all(described)) * vae.config.scaling_factor
+    figures.update(
+        train_denoiser(unet, text_encoder, tok, latents, captions, wrong, edited, reshaped, args, gen, args.work)
+    )
 
     log("6. saving")
     from diffusers import StableDiffusionPipeline
