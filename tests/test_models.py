@@ -111,6 +111,7 @@ def test_precision_choice():
     assert pick_dtype("auto", "cpu") == torch.float32
     assert pick_dtype("auto", "cuda") == torch.float16
     assert pick_dtype("auto", "mps") == torch.float16
+    assert pick_dtype("auto", "cuda", small=True) == torch.float32  # launch-bound: fp32 costs nothing
     assert pick_dtype("bf16", "cpu") == torch.bfloat16
     assert pick_dtype("fp16", "cpu") == torch.float16
     assert pick_dtype("fp32", "cuda") == torch.float32

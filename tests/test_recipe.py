@@ -125,3 +125,15 @@ def test_a_compiled_engine_says_which_sizes_compile(cooked, monkeypatch):
     assert cooked.generate(req(seed=2), cancel=threading.Event()).note is None
     assert "compiled for 64x64" in (cooked.generate(req(seed=2, cfg_scale=1.0)).note or "")
     assert cooked._compiles_for(req(seed=9, prompt="another line")) == set()
+
+
+def test_an_overflow_gives_black_pixels_and_names_the_fix(tiny_config):
+    """A half-precision model that overflows yields NaN: the picture is black there, and the
+    line says which precision to launch with instead."""
+    from invoke_shell.engines.generate import Engine
+
+    pipe = fresh_pipe(tiny_config, dtype=torch.bfloat16)
+    pipe.unet.conv_out.register_forward_hook(lambda m, a, out: out * torch.nan)
+    result = Engine(pipe).generate(req(seed=1, steps=2))
+    assert result.note == "the model overflowed in bfloat16 and some pixels are black: launch with --precision fp32"
+    assert (np.asarray(result.image) == 0).all()

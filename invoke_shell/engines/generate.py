@@ -120,6 +120,10 @@ class Engine:
             torch.cuda.empty_cache()
 
     @property
+    def dtype(self) -> torch.dtype:
+        return self.txt2img.unet.dtype  # type: ignore[no-any-return]
+
+    @property
     def device(self) -> torch.device:
         """Where the model computes (with offload, not where its weights wait)."""
         return self._device
@@ -188,6 +192,11 @@ class Engine:
                 f"the UNet was compiled for {sizes} ({time.perf_counter() - t0:.1f} s for this image; "
                 "later ones at that size are faster)"
             )
+        if not np.isfinite(pixels).all():  # an overflow in the UNet or text encoder
+            pixels = np.nan_to_num(pixels, nan=0.0, posinf=1.0, neginf=0.0)
+            dtype = str(self.dtype).removeprefix("torch.")
+            fix = {"float16": ": launch with --precision bf16 or fp32", "bfloat16": ": launch with --precision fp32"}
+            notes.append(f"the model overflowed in {dtype} and some pixels are black{fix.get(dtype, '')}")
         image = _picture(pixels)
         note = "; ".join(notes) or None
         if self.offload:  # a view's call leaves its last component on the GPU: back to main memory

@@ -53,7 +53,7 @@ def load_model(
 
     route_library_logs()  # imports diffusers/transformers, then sends their records to our log
     dev = pick_device(device)
-    dtype = pick_dtype(precision, dev)
+    dtype = pick_dtype(precision, dev, small=unet_bytes(entry) < SMALL_WEIGHTS)
     if offload:
         check_offload(dev)
     if compile_unet:
@@ -117,6 +117,17 @@ def check_offload(device: str) -> None:
         )
 
 
+def unet_bytes(entry: ModelEntry) -> int:
+    """The size of a model's UNet weights on disk (a single file: the whole file); a model not
+    found here counts as large (loading it says what is wrong)."""
+    path = entry.path
+    if entry.repo_id is not None or not path.exists():
+        return SMALL_WEIGHTS
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in (path / "unet").glob("*.safetensors")) or SMALL_WEIGHTS
+
+
 def check_compile(device: str) -> None:
     """--compile is the GPU recipe's: on the CPU it would spend minutes compiling for little."""
     if pick_device(device) != "cuda":
@@ -126,11 +137,17 @@ def check_compile(device: str) -> None:
         )
 
 
-def pick_dtype(precision: str, device: str) -> torch.dtype:
+SMALL_WEIGHTS = 200 * 2**20  # bytes of UNet weights; below this a model runs in fp32 on a GPU too
+
+
+def pick_dtype(precision: str, device: str, small: bool = False) -> torch.dtype:
+    """--precision auto: fp16 on a GPU, fp32 on the CPU and for a small model anywhere: on a GPU
+    such a model waits on kernel launches, not arithmetic (the embedded model on an H200: 0.279 s
+    per image in fp32, 0.289 s in fp16), and fp32 draws the CPU's pictures."""
     import torch
 
     if precision == "auto":
-        return torch.float16 if device in ("cuda", "mps") else torch.float32
+        return torch.float16 if device in ("cuda", "mps") and not small else torch.float32
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
