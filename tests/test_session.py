@@ -306,3 +306,18 @@ def test_status_is_a_frozen_snapshot(make_shell, tmp_path):
     assert len(status.made) == 1 and status.last_seed == 1  # the old snapshot did not move
     now = shell.worker.status()
     assert [m.path.name for m in now.made] == ["000001.1.png", "000002.2.png"] and now.last_seed == 2
+
+
+def test_the_eta_leaves_out_the_first_image_which_pays_one_time_work():
+    """With --compile the first image takes 27 s and the rest 0.1 s: the ETA follows the rest."""
+    from pathlib import Path
+
+    from invoke_shell.line.requests import ImageRequest
+    from invoke_shell.session.session import _progress_line
+    from invoke_shell.session.status import Made
+
+    req = ImageRequest("x", steps=25, cfg_scale=3.0, sampler="ddim", width=64, height=64, seed=1)
+    made = Made(req, Path("a.png"), 25, 0.1)
+    assert _progress_line(1, 6, made, 27.0, 27.0) == ">> image 1/6: 25 steps in 0.1 s; 27 s so far, about 135 s left"
+    assert _progress_line(3, 6, made, 27.2, 27.0) == ">> image 3/6: 25 steps in 0.1 s; 27 s so far, about 0 s left"
+    assert _progress_line(6, 6, made, 27.5, 27.0).endswith(", line done")

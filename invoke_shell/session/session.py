@@ -244,6 +244,7 @@ class ModelSession:
         pending: list[Future[list[Path]]] = []
         images, written = [], []
         started = time.perf_counter()
+        first = 0.0  # seconds to the end of the first image, which pays one-time work
         try:
             for i, req in enumerate(requests, 1):
                 try:
@@ -253,8 +254,10 @@ class ModelSession:
                     raise UsageError(e.message + (left if i < len(requests) else ""), _KEPT) from None
                 images.append(image)
                 written.append(path)
+                elapsed = time.perf_counter() - started
+                first = first or elapsed
                 if self.progress is not None and not quiet and len(requests) > 1:  # one image: its file line says it
-                    self.progress(_progress_line(i, len(requests), self._made[-1], time.perf_counter() - started))
+                    self.progress(_progress_line(i, len(requests), self._made[-1], elapsed, first))
         finally:
             for f in pending:  # intermediates of every image are on disk before the line ends
                 try:
@@ -562,9 +565,12 @@ def is_recall(init: str) -> bool:
     return init == "last" or (init.startswith("-") and init[1:].isdigit() and int(init[1:]) > 0)
 
 
-def _progress_line(done: int, total: int, made: Made, elapsed: float) -> str:
-    """One image's report over a pipe: which image, its steps and time, and the line's ETA."""
-    left = elapsed / done * (total - done)
+def _progress_line(done: int, total: int, made: Made, elapsed: float, first: float) -> str:
+    """One image's report over a pipe: which image, its steps and time, and the line's ETA,
+    from the images after the first once there are any (the first one pays for compiling the
+    UNet, or a first size's warm-up)."""
+    each = (elapsed - first) / (done - 1) if done > 1 else elapsed
+    left = each * (total - done)
     eta = f", about {left:.0f} s left" if done < total else ", line done"
     return f">> image {done}/{total}: {made.steps_run} steps in {made.seconds:.1f} s; {elapsed:.0f} s so far{eta}"
 
