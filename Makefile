@@ -40,6 +40,7 @@ bench: install
 	$(BIN)/python benchmarks/memory.py $(BENCH)
 	$(BIN)/python benchmarks/intermediates_overhead.py
 	$(BIN)/python benchmarks/startup.py
+	$(BIN)/python benchmarks/gpu_recipe.py  # on a CUDA GPU: the recipe against stock diffusers
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
