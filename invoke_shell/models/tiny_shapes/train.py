@@ -375,7 +375,7 @@ def train_denoiser(
         t = torch.randint(0, 1000, (args.batch,), generator=gen)
         xt = noise_sched.add_noise(x0, noise, t)
         w_colour = (edit_weight(t, args.colour_from, args.ramp) * swap).view(-1, 1, 1, 1)
-        w_shape = (edit_weight(t, args.shape_from, args.ramp) * swap).view(-1, 1, 1, 1)
+        w_shape = (edit_weight(t, args.shape_from, args.shape_ramp) * swap).view(-1, 1, 1, 1)
         target = x0 + w_colour * (recoloured[idx] - x0) + w_shape * (described[idx] - recoloured[idx])
         ab = noise_sched.alphas_cumprod[t].view(-1, 1, 1, 1)
         eps = (xt - ab.sqrt() * target) / (1 - ab).sqrt()  # equals `noise` where the target is x0
@@ -466,6 +466,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ramp", type=int, default=200, help="timesteps over which the text takes over")
     p.add_argument("--wrong_shape", type=float, default=0.4, help="share of wrong captions whose shape is wrong too")
     p.add_argument("--shape_from", type=int, default=560, help="timestep where a wrong shape word starts to win")
+    p.add_argument("--shape_ramp", type=int, default=200, help="timesteps over which the shape word takes over")
     p.add_argument("--device", default="cpu")
     p.add_argument("--max_length", type=int, default=32)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
