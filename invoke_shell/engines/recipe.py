@@ -11,8 +11,8 @@ every pipeline call under `torch.inference_mode`, on any device.
 fused kernels replayed as CUDA graphs): the first image at each size pays the compilation,
 which the shell reports, and later images at that size run faster.
 
-The CPU gets none of the layout changes: there they gain nothing measurable, and the embedded
-model's pictures stay the ones its tests pin.
+The CPU gets none of it (the recipe is CUDA's; on the CPU the pictures stay the ones the tests
+pin). A LoRA on a compiled UNet makes it compile again (new layers, processors unfused).
 """
 
 from __future__ import annotations
@@ -34,16 +34,13 @@ class Recipe:
     compiled: bool = False
     applied: list[str] = field(default_factory=list)
 
-    def describe(self) -> str:
-        return ", ".join(self.applied)
-
 
 def apply(pipe: Any, device: str, compile_unet: bool = False) -> Recipe:
     """Make `pipe` fast on `device`; returns what was done."""
     recipe = Recipe()
-    attention = attention_kind(pipe.unet)
     if device != "cuda":
         return recipe
+    attention = attention_kind(pipe.unet)
     if attention != "SDPA":
         recipe.applied.append(f"attention: {attention}")
     else:
@@ -67,8 +64,8 @@ def apply(pipe: Any, device: str, compile_unet: bool = False) -> Recipe:
 
 
 def attention_kind(unet: Any) -> str:
-    """ "SDPA" when every attention processor of the UNet uses torch's scaled_dot_product_attention
-    (diffusers' processors for it end in "2_0"), else the names of those that do not."""
+    """SDPA when every attention processor of the UNet calls torch's scaled_dot_product_attention
+    (diffusers' processors that do end in "2_0"), else the names of those that do not."""
     names = {type(p).__name__ for p in unet.attn_processors.values()}
     other = sorted(n for n in names if not n.endswith("2_0"))
     return "SDPA" if not other else "/".join(other)
