@@ -194,9 +194,7 @@ class Engine:
             )
         if not np.isfinite(pixels).all():  # an overflow in the UNet or text encoder
             pixels = np.nan_to_num(pixels, nan=0.0, posinf=1.0, neginf=0.0)
-            dtype = str(self.dtype).removeprefix("torch.")
-            fix = {"float16": ": launch with --precision bf16 or fp32", "bfloat16": ": launch with --precision fp32"}
-            notes.append(f"the model overflowed in {dtype} and some pixels are black{fix.get(dtype, '')}")
+            notes.append(overflow_note(self.dtype))
         image = _picture(pixels)
         note = "; ".join(notes) or None
         if self.offload:  # a view's call leaves its last component on the GPU: back to main memory
@@ -358,6 +356,12 @@ class _Watch(NamedTuple):
     on_step: Callable[[StepState], None] | None
     on_progress: Callable[[int, int], None] | None
     cancel: threading.Event | None
+
+
+def overflow_note(dtype: torch.dtype) -> str:
+    name = str(dtype).removeprefix("torch.")
+    fix = {"float16": ": launch with --precision bf16 or fp32", "bfloat16": ": launch with --precision fp32"}
+    return f"the model overflowed in {name} and some pixels are black{fix.get(name, '')}"
 
 
 def _pixels(image: Image.Image) -> np.ndarray:
