@@ -104,3 +104,18 @@ def test_img2img_at_the_default_strength_takes_the_prompts_colours_where_the_ini
         data.nearest_palette(np.asarray(img).reshape(-1, 3)).reshape(64, 64) == data.COLOURS.index("yellow")
     )
     assert abs(xs.mean() - 31) <= 5 and abs(ys.mean() - 29) <= 5
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_img2img_at_low_strength_keeps_the_inits_shape_too(shapes, tmp_path, seed):
+    """A white triangle on purple, edited towards "a blue square on a red background": at 0.3
+    it is still a white triangle on purple (the shape word no longer wins at low noise); at the
+    default 0.75 it is the prompt's blue square on red."""
+    init = tmp_path / "triangle.png"
+    data.render(data.Drawing("triangle", "white", "purple", (14, 12, 48, 46))).save(init)
+    shapes.handle(f"a blue square on a red background -I {init} -f 0.3 -S {seed}")
+    low = data.judge(last_image(shapes))
+    assert (low.background, low.colour, low.shape) == ("purple", "white", "triangle")
+    shapes.handle(f"a blue square on a red background -I {init} -S {seed}")
+    high = data.judge(last_image(shapes))
+    assert (high.background, high.colour, high.shape) == ("red", "blue", "square")

@@ -11,16 +11,24 @@ Stages (each logged with its time):
      scaling_factor makes their std 1;
   4. build a CLIP tokenizer whose caption words are whole tokens;
   5. train a small CLIPTextModel and UNet2DConditionModel jointly with the SD noise schedule,
-     10 % empty captions for classifier-free guidance, 25 % captions with wrong colours whose
-     target blends from the picture (low noise) to its recolouring (high noise), EMA weights;
+     10 % empty captions for classifier-free guidance, 25 % captions with wrong colours (and for
+     --wrong_shape of them a wrong shape) whose target blends from the picture (low noise) to
+     the drawing the caption describes (high noise), the shape later than the colours; EMA weights;
   6. fit the 4x3 latent-to-RGB preview map, save the pipeline (safetensors) and training.json.
 
-The shipped model was made in two runs: one from nothing with the plain grammar only (its
-arguments and figures are kept in training.json under `initialised_from_run`), then a fine-tune
-of its UNet and text encoder on the data above, keeping its VAE and preview decoder:
+The shipped model was made in four runs, each from the one before (each run's arguments and
+figures are nested in training.json under `initialised_from_run`): one from nothing with the
+plain grammar only; a fine-tune of its UNet and text encoder on natural captions with wrong
+colours, keeping its VAE and preview decoder:
 
     python -m invoke_shell.models.tiny_shapes.train --vae MODEL --init MODEL --steps 1000 \
-        --lr 3e-4 --warmup 50 --ema 0.995
+        --lr 3e-4 --warmup 50 --ema 0.995 --wrong_shape 0
+
+then two with wrong shape words too, so that img2img keeps the init's shape at low strength
+(800 steps with --wrong_shape 0.4 --shape_from 560 --shape_ramp 200, then):
+
+    python -m invoke_shell.models.tiny_shapes.train --vae MODEL --init MODEL --steps 500 \
+        --lr 2e-4 --warmup 30 --ema 0.99 --wrong_shape 0.6 --shape_from 600 --shape_ramp 100
 
 Checkpoints with optimizer state go to --work so an interrupted run resumes.
 """
