@@ -112,7 +112,7 @@ def test_completion_offers_lora_names_after_lora_colon(addons):
     assert got == [("<lora:thick:1>", -8), ("<lora:thick-kohya:1>", -8)]
 
 
-SEEDS = (0, 2, 3)  # seeds whose cross is judged a cross (the LoRA draws one in 75 % of the evaluation's prompts)
+SEEDS = (0, 1, 2)  # the first three: the LoRA draws a cross in 97.5 % of the evaluation's prompts
 
 
 def test_the_shipped_lora_teaches_the_embedded_model_a_cross(tmp_path):
