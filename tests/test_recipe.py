@@ -3,7 +3,6 @@ checked on the CPU: every step but the device is the one a CUDA card gets."""
 
 from __future__ import annotations
 
-import os
 import threading
 
 import numpy as np
@@ -86,24 +85,6 @@ def test_a_half_precision_vae_that_overflows_decodes_again_in_fp32(tiny_config):
     assert torch.isfinite(out).all() and out.dtype == torch.float32
     assert torch.allclose(out, reference, atol=1e-5)
     assert vae.dtype == torch.bfloat16
-
-
-def test_compile_without_a_gpu_is_refused_at_launch(tiny_config, tmp_path, capsys, monkeypatch):
-    if torch.cuda.is_available():
-        pytest.skip("the refusal is for machines without a CUDA GPU")
-    from invoke_shell.cli import main
-
-    for var in ("HF_HUB_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_TELEMETRY", "TOKENIZERS_PARALLELISM"):
-        monkeypatch.setenv(var, os.environ.get(var, "1"))
-    lines = tmp_path / "lines.txt"
-    lines.write_text("a red circle -S 1\n")
-    argv = ["--config", str(tiny_config), "--outdir", str(tmp_path / "out"), "--from_file", str(lines), "--compile"]
-    assert main(argv) == 2
-    assert capsys.readouterr().err == (
-        "error: --compile is for CUDA GPUs (torch.compile with CUDA graphs), and there is none here\n"
-        "  hint: leave --compile out\n"
-    )
-    assert not (tmp_path / "out").exists()
 
 
 def test_a_compiled_engine_says_which_sizes_compile(cooked, monkeypatch):

@@ -372,17 +372,29 @@ def test_a_log_path_that_is_a_folder_or_a_link_is_never_written_through(tmp_path
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a GPU")
-def test_offload_without_a_gpu_is_refused_at_launch(tiny_config, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        (
+            "--offload",
+            "error: --offload moves a model's parts to a GPU while they run, and there is no GPU here\n"
+            "  hint: leave --offload out: on the CPU the model is in main memory already\n",
+        ),
+        (
+            "--compile",
+            "error: --compile is for CUDA GPUs (torch.compile with CUDA graphs), and there is none here\n"
+            "  hint: leave --compile out\n",
+        ),
+    ],
+)
+def test_gpu_only_flags_without_a_gpu_are_refused_at_launch(tiny_config, tmp_path, capsys, monkeypatch, flag, message):
     from invoke_shell.cli import main
 
     for var in ("HF_HUB_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_TELEMETRY", "TOKENIZERS_PARALLELISM"):
         monkeypatch.setenv(var, os.environ.get(var, "1"))
     lines = tmp_path / "lines.txt"
     lines.write_text("a red circle -S 1\n")
-    argv = ["--config", str(tiny_config), "--outdir", str(tmp_path / "out"), "--from_file", str(lines), "--offload"]
+    argv = ["--config", str(tiny_config), "--outdir", str(tmp_path / "out"), "--from_file", str(lines), flag]
     assert main(argv) == 2
-    assert capsys.readouterr().err == (
-        "error: --offload moves a model's parts to a GPU while they run, and there is no GPU here\n"
-        "  hint: leave --offload out: on the CPU the model is in main memory already\n"
-    )
+    assert capsys.readouterr().err == message
     assert not (tmp_path / "out").exists()  # nothing written: the run never started
