@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.offload:
                 check_offload(args.device)
             if args.compile:
-                check_compile(args.device)
+                check_compile(args.device, args.offload)
         if args.from_file and not args.from_file.is_file():
             raise UsageError(f"--from_file {args.from_file} does not exist", "give a text file of commands")
         try:

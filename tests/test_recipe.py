@@ -118,3 +118,14 @@ def test_an_overflow_gives_black_pixels_and_names_the_fix(tiny_config):
     result = Engine(pipe).generate(req(seed=1, steps=2))
     assert result.note == "the model overflowed in bfloat16 and some pixels are black: launch with --precision fp32"
     assert (np.asarray(result.image) == 0).all()
+
+
+def test_compile_with_offload_is_refused_even_on_a_gpu(monkeypatch):
+    from invoke_shell.errors import UsageError
+    from invoke_shell.models import loader
+
+    monkeypatch.setattr(loader, "pick_device", lambda wanted: "cuda")
+    loader.check_compile("auto")  # a GPU and the model resident: fine
+    with pytest.raises(UsageError) as e:
+        loader.check_compile("auto", offload=True)
+    assert e.value.message == "--compile needs the model resident on the GPU, and --offload keeps it in main memory"

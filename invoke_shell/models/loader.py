@@ -57,7 +57,7 @@ def load_model(
     if offload:
         check_offload(dev)
     if compile_unet:
-        check_compile(dev)
+        check_compile(dev, offload)
     opened = open_pipeline(entry, "cpu" if offload else dev, dtype)
     pipe = opened.pipe
     set_threads(threads, dev, sum(p.numel() for p in pipe.unet.parameters()))
@@ -117,6 +117,9 @@ def check_offload(device: str) -> None:
         )
 
 
+SMALL_WEIGHTS = 200 * 2**20  # bytes of UNet weights; below this a model runs in fp32 on a GPU too
+
+
 def unet_bytes(entry: ModelEntry) -> int:
     """The size of a model's UNet weights on disk (a single file: the whole file); a model not
     found here counts as large (loading it says what is wrong)."""
@@ -128,16 +131,19 @@ def unet_bytes(entry: ModelEntry) -> int:
     return sum(f.stat().st_size for f in (path / "unet").glob("*.safetensors")) or SMALL_WEIGHTS
 
 
-def check_compile(device: str) -> None:
-    """--compile is the GPU recipe's: on the CPU it would spend minutes compiling for little."""
+def check_compile(device: str, offload: bool = False) -> None:
+    """--compile is the GPU recipe's: on the CPU it would spend minutes compiling for little, and
+    offload's hooks move the weights under the compiled graphs."""
     if pick_device(device) != "cuda":
         raise UsageError(
             "--compile is for CUDA GPUs (torch.compile with CUDA graphs), and there is none here",
             "leave --compile out",
         )
-
-
-SMALL_WEIGHTS = 200 * 2**20  # bytes of UNet weights; below this a model runs in fp32 on a GPU too
+    if offload:
+        raise UsageError(
+            "--compile needs the model resident on the GPU, and --offload keeps it in main memory",
+            "choose one: --compile for speed, --offload for a card too small for the model",
+        )
 
 
 def pick_dtype(precision: str, device: str, small: bool = False) -> torch.dtype:
