@@ -329,6 +329,15 @@ def test_check_init_path_refuses_early(tmp_path):
         check_init_path(str(tmp_path / "x.png"))
 
 
+def test_a_bare_number_after_dash_i_is_told_how_to_recall_an_image(tmp_path, monkeypatch):
+    """`-I 1` meant as "my first image": the hint names recall, which counts back."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError) as e:
+        check_init_path("1")
+    assert e.value.message == "init image 1 does not exist"
+    assert e.value.hint.startswith("images made this session are counted back: -I -1 is the last one")
+
+
 def test_a_broken_init_image_keeps_the_shell_and_model(make_shell, tmp_path):
     shell = make_shell()
     Image.new("RGB", (64, 64), (200, 20, 20)).save(tmp_path / "full.jpg")

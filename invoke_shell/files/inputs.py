@@ -102,6 +102,12 @@ def check_init_path(path: str, kind: str = "init image", flag: str = "-I") -> Pa
     p = Path(path).expanduser()
     what = f"{kind} {escaped(path)}"
     if not p.exists():
+        if flag == "-I" and path.isdigit():  # "-I 1" meant as "my first image"
+            raise UsageError(
+                f"{what} does not exist",
+                "images made this session are counted back: -I -1 is the last one, -I -2 the one before; "
+                "a file needs its path",
+            )
         raise UsageError(f"{what} does not exist", f"check the path after {flag} (tab completes paths)")
     if p.is_dir():
         raise UsageError(f"{what} is a folder", f"give one image file after {flag}")
