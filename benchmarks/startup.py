@@ -1,5 +1,7 @@
 """Time from launching `invoke-shell` in a terminal to the `invoke>` prompt on screen, and to
-the model being loaded. Runs the real console script in a pseudo-terminal.
+the model being loaded. Runs the real console script in a pseudo-terminal. Then where the
+load's time goes: the imports the embedded model needs, each timed in a fresh interpreter in
+the order the loader makes them.
 
     python benchmarks/startup.py [--runs 5]
 """
@@ -12,6 +14,7 @@ import pty
 import select
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +43,22 @@ def one_run(exe: str, outdir: str) -> tuple[float, float]:
     return prompt_at or float("nan"), loaded_at or float("nan")
 
 
+# what loading the embedded model imports, in order (each line's time excludes the lines above)
+IMPORTS = [
+    ("torch", "import torch"),
+    ("transformers: CLIP text model, tokenizer", "from transformers import CLIPTextModel, CLIPTokenizer"),
+    ("diffusers: UNet, VAE, pipelines", "from diffusers import StableDiffusionPipeline, UNet2DConditionModel"),
+    ("the shell's loader and engine", "import invoke_shell.models.loader, invoke_shell.engines.generate"),
+]
+
+
+def import_times() -> list[float]:
+    laps = "; ".join(f"{code}; t.append(time.perf_counter())" for _, code in IMPORTS)
+    script = f"import time; t = [time.perf_counter()]; {laps}; print(*(b - a for a, b in zip(t, t[1:])))"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    return [float(x) for x in out.split()]
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--runs", type=int, default=5)
@@ -55,6 +74,11 @@ def main() -> None:
         f"prompt on screen: median {statistics.median(prompts):.2f} s (runs: {', '.join(f'{x:.2f}' for x in prompts)})"
     )
     print(f"model loaded:     median {statistics.median(loads):.2f} s (runs: {', '.join(f'{x:.2f}' for x in loads)})")
+    runs = [import_times() for _ in range(args.runs)]
+    print("imports (fresh interpreter, medians):")
+    for k, (name, _) in enumerate(IMPORTS):
+        print(f"  {statistics.median(r[k] for r in runs):5.2f} s  {name}")
+    print(f"  {statistics.median(sum(r) for r in runs):5.2f} s  in all")
 
 
 if __name__ == "__main__":

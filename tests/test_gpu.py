@@ -49,3 +49,27 @@ def test_compile_says_so_once_per_size_and_draws_the_same(on_cpu):
     assert made[1].note is None and made[2].note is None
     for gpu, cpu in zip(made, on_cpu, strict=True):
         assert data.judge(gpu.image) == data.judge(cpu.image)
+
+
+def test_intermediates_of_a_gpu_line_are_all_written(tmp_path):
+    """Through the real shell on CUDA: the previews are made from GPU latents on the session's
+    thread and the files written by the (spawned, CUDA-free) writer process."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    lines = tmp_path / "lines.txt"
+    lines.write_text("a red circle on a blue background -S 3 --save_intermediates 5\n")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "invoke_shell", "--device", "cuda", "--outdir", str(out), "--from_file", str(lines)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    folder = out / "img-samples" / "intermediates" / "000001.3"
+    files = {f"step_{k:03d}.{ext}" for k in (5, 10, 15, 20, 25) for ext in ("safetensors", "xt.png", "x0.png")}
+    assert {p.name for p in folder.iterdir()} == files | {"contact_sheet.png", "steps.gif"}
+    last = load_file(folder / "step_025.safetensors")
+    assert last["latents"].dtype == torch.float32 and last["latents"].shape == (1, 4, 8, 8)
+    image = Image.open(out / "img-samples" / "000001.3.png")
+    assert data.judge(Image.open(folder / "step_025.x0.png")) == data.judge(image)

@@ -9,7 +9,6 @@ import errno
 import multiprocessing
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ import torch
 from PIL import Image
 
 from invoke_shell.files import metadata, outputs
+from invoke_shell.files.step_files import StepFiles, StepWriter
 from invoke_shell.line.requests import ImageRequest
 
 MODEL = metadata.ModelInfo("tiny-random", "/models/tiny", "0123456789")
@@ -169,17 +169,106 @@ def test_a_leftover_intermediates_folder_keeps_its_number(tmp_path):
 
     from invoke_shell.engines.generate import StepState
 
-    with ThreadPoolExecutor(1) as pool:
-        steps = outputs.StepFiles(folder, lambda s: (RED, None), pool)
+    writer = StepWriter()
+    try:
+        steps = StepFiles(folder, lambda s: (RED, None), writer)
         steps.step(StepState(1, 1, 999.0, 1.0, torch.zeros(1, 4, 8, 8), None, 1.0))
-        with pytest.raises(outputs.WriteError) as e:
+        with pytest.raises(outputs.WriteError) as e:  # raised in the writer process, shown here
             steps.finish(folder / "000003.7.png").result()  # an image whose folder is the old one
+    finally:
+        writer.shutdown()
     assert e.value.show() == (
         f"error: {old} already exists: intermediates are never written into an old folder\n"
         "  hint: move or delete that folder"
     )
     assert names(old) == ["contact_sheet.png"] and (old / "contact_sheet.png").read_bytes() == b"old"
     assert names(folder / "intermediates") == ["000003.7"]  # the new steps' hidden folder is gone
+
+
+def _step(k: int):
+    import torch
+
+    from invoke_shell.engines.generate import StepState
+
+    return StepState(k, 3, 999.0 - k, 1.0, torch.full((1, 4, 8, 8), float(k)), torch.zeros(1, 4, 8, 8), 1.0)
+
+
+def test_steps_of_an_abandoned_image_leave_nothing_and_the_writer_goes_on(tmp_path):
+    writer = StepWriter()
+    try:
+        gone = StepFiles(tmp_path, lambda s: (RED, RED), writer)
+        gone.step(_step(1))
+        gone.abandon()  # Ctrl-C or a failed generation
+        assert names(tmp_path / "intermediates") == []
+        kept = StepFiles(tmp_path, lambda s: (Image.new("RGB", (8, 8), (60 * s.step, 0, 0)), RED), writer)
+        for k in (1, 2, 3):
+            kept.step(_step(k))
+        files = kept.finish(tmp_path / "000001.5.png").result()
+    finally:
+        writer.shutdown()
+    folder = tmp_path / "intermediates" / "000001.5"
+    assert names(tmp_path / "intermediates") == ["000001.5"]
+    assert sorted(p.name for p in files) == names(folder)
+    assert Image.open(folder / "steps.gif").n_frames == 3
+    from safetensors.torch import load_file
+
+    assert load_file(folder / "step_002.safetensors")["latents"].eq(2.0).all()
+
+
+def test_a_writer_process_that_dies_is_one_message_and_the_next_image_gets_a_new_one(tmp_path):
+    import signal
+
+    writer = StepWriter()
+    try:
+        steps = StepFiles(tmp_path, lambda s: (RED, None), writer)
+        steps.step(_step(1))
+        steps._handed[-1].result().result()  # the process is up and has written the step
+        for pid in list(writer.process()._processes):  # killed from outside (the OOM killer, a user)
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(outputs.WriteError) as e:
+            steps.step(_step(2))
+            steps.finish(tmp_path / "000001.5.png").result()
+        assert e.value.show() == (
+            "error: the intermediates writer process stopped\n  hint: run the line again (a new writer starts)"
+        )
+        assert names(tmp_path / "intermediates") == []  # its hidden folder went with it
+        again = StepFiles(tmp_path, lambda s: (RED, None), writer)
+        again.step(_step(1))
+        again.finish(tmp_path / "000002.5.png").result()
+    finally:
+        writer.shutdown()
+    assert names(tmp_path / "intermediates" / "000002.5") == [
+        "contact_sheet.png",
+        "step_001.safetensors",
+        "step_001.xt.png",
+        "steps.gif",
+    ]
+
+
+def test_the_contact_sheet_made_a_step_at_a_time_is_the_whole_sheet_pixel_for_pixel():
+    import numpy as np
+
+    from invoke_shell.files import intermediates
+    from invoke_shell.files.sheets import labelled_sheet
+
+    rng = np.random.default_rng(0)
+
+    def tile() -> Image.Image:
+        return Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+
+    frames = [
+        (intermediates.StepInfo(k, 100, 999.0 - 9.9 * k, 14.615 - 0.1 * k, 1.0), tile(), tile() if k else None)
+        for k in range(0, 101, 4)  # step 0 of an img2img run has no x0
+    ]
+    whole = labelled_sheet(
+        [[xt for _, xt, _ in frames], [x0 for _, _, x0 in frames]],
+        [intermediates.label(s) for s, _, _ in frames],
+        intermediates.ROWS,
+        min_tile=96,
+    )
+    joined = intermediates.contact_sheet([intermediates.sheet_column(f) for f in frames])
+    assert joined.size == whole.size == (3349, 293)
+    assert np.array_equal(np.asarray(joined), np.asarray(whole))
 
 
 # ---- the log

@@ -1,6 +1,6 @@
 """Per-step intermediates as pictures: x_t and x0 previews, a contact sheet, an animation.
 
-What each file is called and where it goes is the output layer's (outputs.write_intermediates):
+Writing them, beside the generation, is step_files.py's job:
 
 <outdir>/img-samples/intermediates/NNNNNN.SEED/
     step_000.safetensors   (img2img only: the noised init image, what the model sees)
@@ -14,16 +14,33 @@ What each file is called and where it goes is the output layer's (outputs.write_
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw
 
-from invoke_shell.files.sheets import labelled_sheet
+from invoke_shell.files.sheets import labelled_sheet, row_labels_width
 
 if TYPE_CHECKING:
     from invoke_shell.engines.generate import StepState
 
-Frame = tuple["StepState", Image.Image, Image.Image | None]  # a step, its x_t picture, its x0 picture
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What a step's files and labels say about it (StepState without its tensors)."""
+
+    step: int
+    total: int
+    timestep: float
+    sigma: float
+    preview_scale: float
+
+    @classmethod
+    def of(cls, s: StepState) -> StepInfo:
+        return cls(s.step, s.total, s.timestep, s.sigma, s.preview_scale)
+
+
+Frame = tuple[StepInfo, Image.Image, Image.Image | None]  # a step, its x_t picture, its x0 picture
 Render = Callable[["StepState"], tuple[Image.Image, Image.Image | None]]
 
 
@@ -44,17 +61,30 @@ def chosen(s: StepState, every: int, include_start: bool) -> bool:
     return s.step % every == 0 or s.step == s.total
 
 
-def label(s: StepState) -> str:
+def label(s: StepInfo) -> str:
     return f"step {s.step}/{s.total}\nt={s.timestep:.0f}\nsigma={s.sigma:.3f}"
 
 
-def contact_sheet(frames: Sequence[Frame], min_tile: int = 96) -> Image.Image:
-    return labelled_sheet(
-        [[xt for _, xt, _ in frames], [x0 for _, _, x0 in frames]],
-        [label(s) for s, _, _ in frames],
-        ["x_t", "x0"],
-        min_tile=min_tile,
-    )
+ROWS = ("x_t", "x0")
+
+
+def sheet_column(frame: Frame, min_tile: int = 96) -> Image.Image:
+    """One step's column of the contact sheet, the row labels to its left: made as the step
+    comes, so that the finished sheet is only pastes."""
+    s, xt, x0 = frame
+    return labelled_sheet([[xt], [x0]], [label(s)], ROWS, min_tile=min_tile)
+
+
+def contact_sheet(columns: Sequence[Image.Image]) -> Image.Image:
+    """The steps' columns side by side, x_t above x0: `labelled_sheet` of all the frames at once,
+    pixel for pixel (a step's label is narrower than its tile)."""
+    left = row_labels_width(ROWS)
+    tile = columns[0].width - left
+    sheet = Image.new("RGB", (left + len(columns) * tile, columns[0].height), (255, 255, 255))
+    sheet.paste(columns[0], (0, 0))
+    for c, column in enumerate(columns[1:], 1):
+        sheet.paste(column.crop((left, 0, left + tile, column.height)), (left + c * tile, 0))
+    return sheet
 
 
 def animation_frame(frame: Frame) -> Image.Image:

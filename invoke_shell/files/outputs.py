@@ -1,4 +1,5 @@
-"""Where results land. Every file the program writes is named and written here.
+"""Where results land. Every file the program writes is named and written here (the per-step
+intermediates by step_files.py, in the folder named here).
 
 <outdir>/img-samples/NNNNNN.SEED.png          an image, its command in three metadata chunks
 <outdir>/img-samples/NNNNNN.SEED.mask.png     an inpainted image's mask (white: repainted)
@@ -23,23 +24,18 @@ import json
 import os
 import re
 import secrets
-import shutil
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from invoke_shell.errors import UsageError
-from invoke_shell.files import intermediates, metadata
+from invoke_shell.files import metadata
 from invoke_shell.files.metadata import ModelInfo
 from invoke_shell.line.requests import ImageRequest
-
-if TYPE_CHECKING:
-    from invoke_shell.engines.generate import StepState
 
 SHEET_KEY = "invoke-sheet"  # a labelled sheet's layout, as JSON
 _NUMBERED = re.compile(r"^(\d{6})\.")
@@ -81,7 +77,7 @@ def prepare_outdir(outdir: Path) -> bool:
         probe.touch(exist_ok=False)
         probe.unlink()
     except OSError as e:
-        raise _write_error(f"cannot save images in {folder}", e) from None
+        raise write_error(f"cannot save images in {folder}", e) from None
     return new
 
 
@@ -106,7 +102,7 @@ def write_mask(image_path: Path, mask: Image.Image) -> Path:
     try:
         _atomic(path, lambda tmp: mask.save(tmp, format="PNG"))
     except OSError as e:
-        raise _write_error(f"could not save the mask {path.name}", e) from None
+        raise write_error(f"could not save the mask {path.name}", e) from None
     return path
 
 
@@ -143,7 +139,7 @@ def save_copy(
     except FileExistsError:  # made by someone else since the check above
         raise exists from None
     except OSError as e:
-        raise _write_error(f"could not save {target}", e) from None
+        raise write_error(f"could not save {target}", e) from None
     return target
 
 
@@ -155,85 +151,8 @@ def write_plot(outdir: Path, name: str, image: Image.Image) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         _atomic(folder / name, lambda tmp: image.save(tmp, format="PNG"), replace=True)
     except OSError as e:
-        raise _write_error(f"could not save the plot {folder / name}", e) from None
+        raise write_error(f"could not save the plot {folder / name}", e) from None
     return folder / name
-
-
-class StepFiles:
-    """One image's per-step files, written on `pool` while the image is still being made: each
-    chosen step goes to a hidden folder as it arrives (the UNet runs on the other core), and
-    `finish` adds the contact sheet and animation and gives the folder its name once the image
-    has one. An old folder of that name is never reused; `abandon` removes the hidden one."""
-
-    def __init__(self, samples: Path, render: intermediates.Render, pool: Executor) -> None:
-        self.render, self.pool = render, pool
-        self.folder = samples / "intermediates" / f".steps-{secrets.token_hex(4)}.tmp"
-        try:
-            self.folder.mkdir(parents=True)
-        except OSError as e:
-            raise _write_error(f"could not make {self.folder.parent}", e) from None
-        # each step's frame, its GIF frame and its files, made on the writer thread as it arrives
-        self._frames: list[Future[tuple[intermediates.Frame, Image.Image, list[Path]]]] = []
-
-    @property
-    def steps(self) -> int:
-        return len(self._frames)
-
-    def step(self, state: StepState, pictures: tuple[Image.Image, Image.Image | None] | None = None) -> None:
-        """Write a step's files; `pictures` (x_t, x0) when they were made already, else `render`."""
-        self._frames.append(self.pool.submit(self._write_step, state, pictures))
-
-    def finish(self, image_path: Path) -> Future[list[Path]]:
-        return self.pool.submit(self._finish, intermediates_dir(image_path))
-
-    def abandon(self) -> None:
-        for f in self._frames:
-            f.exception()  # wait: nothing may still be writing into the folder
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-    def _write_step(
-        self, s: StepState, pictures: tuple[Image.Image, Image.Image | None] | None
-    ) -> tuple[intermediates.Frame, Image.Image, list[Path]]:
-        from safetensors.torch import save_file
-
-        stem = self.folder / f"step_{s.step:03d}"
-        tensors = {"latents": s.latents.detach().float().cpu().contiguous()}
-        if s.denoised is not None:
-            tensors["denoised"] = s.denoised.detach().float().cpu().contiguous()
-        tags = {"step": str(s.step), "timestep": f"{s.timestep:.3f}", "sigma": f"{s.sigma:.5f}"}
-        tags["preview_scale"] = repr(s.preview_scale)
-        save_file(tensors, str(stem) + ".safetensors", metadata=tags)  # in a folder no one else sees yet
-        xt, x0 = pictures or self.render(s)
-        xt.save(str(stem) + ".xt.png", format="PNG", compress_level=1)  # small previews: fast beats small
-        names = [Path(str(stem) + ".safetensors"), Path(str(stem) + ".xt.png")]
-        if x0 is not None:
-            x0.save(str(stem) + ".x0.png", format="PNG", compress_level=1)
-            names.append(Path(str(stem) + ".x0.png"))
-        return (s, xt, x0), intermediates.animation_frame((s, xt, x0)), names
-
-    def _finish(self, final: Path) -> list[Path]:
-        try:
-            done = [f.result() for f in self._frames]
-            frames = [frame for frame, _, _ in done]
-            intermediates.contact_sheet(frames).save(self.folder / "contact_sheet.png", compress_level=1)
-            anim = [gif for _, gif, _ in done]
-            anim[0].save(
-                self.folder / "steps.gif", format="GIF", save_all=True, append_images=anim[1:], duration=250, loop=0
-            )
-            if final.exists():
-                raise WriteError(
-                    f"{final} already exists: intermediates are never written into an old folder",
-                    "move or delete that folder",
-                )
-            os.rename(self.folder, final)
-        except OSError as e:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            raise _write_error(f"could not write the intermediates in {final}", e) from None
-        except BaseException:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            raise
-        steps = [final / p.name for _, _, names in done for p in names]
-        return [*steps, final / "contact_sheet.png", final / "steps.gif"]
 
 
 def next_number(folder: Path) -> int:
@@ -263,7 +182,7 @@ def _write_png(folder: Path, seed: int, image: Image.Image, chunks: dict[str, st
                 return path
             n += 1
     except OSError as e:
-        raise _write_error(f"could not save {name} in {folder}", e) from None
+        raise write_error(f"could not save {name} in {folder}", e) from None
 
 
 def _write_numbered(folder: Path, n: int, path: Path, data: bytes) -> bool:
@@ -335,7 +254,7 @@ def _write_bytes(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def _write_error(what: str, e: OSError) -> WriteError:
+def write_error(what: str, e: OSError) -> WriteError:
     if isinstance(e, NotADirectoryError | FileExistsError) and e.filename:
         path = Path(os.fsdecode(e.filename))
         file = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
@@ -364,10 +283,10 @@ def append_log(outdir: Path, command: str, path: Path) -> None:
     try:
         fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
     except OSError as e:
-        raise (linked if e.errno == errno.ELOOP else _write_error(f"could not add to {log}", e)) from None
+        raise (linked if e.errno == errno.ELOOP else write_error(f"could not add to {log}", e)) from None
     try:
         os.write(fd, line)
     except OSError as e:
-        raise _write_error(f"could not add to {log}", e) from None
+        raise write_error(f"could not add to {log}", e) from None
     finally:
         os.close(fd)

@@ -29,8 +29,7 @@ def labelled_sheet(
     first = next(im for row in rows for im in row if im is not None)
     scale = max(1, -(-min_tile // first.width))
     tw, th = first.width * scale, first.height * scale
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    left = max((int(measure.multiline_textbbox((0, 0), t)[2]) for t in row_labels), default=-2 * PAD) + 2 * PAD
+    left = row_labels_width(row_labels)
     top = max((t.count("\n") + 1 for t in col_labels), default=0) * LINE + (PAD if col_labels else 0)
     cols = max(len(row) for row in rows)
     sheet = Image.new("RGB", (left + cols * tw, top + len(rows) * th), (255, 255, 255))
@@ -47,6 +46,12 @@ def labelled_sheet(
             if im is not None:
                 sheet.paste(im.convert("RGB").resize((tw, th), Image.Resampling.NEAREST), (left + c * tw, top + r * th))
     return sheet
+
+
+def row_labels_width(row_labels: Sequence[str]) -> int:
+    """Pixels left of the first column: the widest row label and its padding (none: 0)."""
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    return max((int(measure.multiline_textbbox((0, 0), t)[2]) for t in row_labels), default=-2 * PAD) + 2 * PAD
 
 
 def labelled_tiles(

@@ -17,7 +17,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from invoke_shell.errors import UsageError, escaped
 from invoke_shell.files import intermediates, outputs
 from invoke_shell.files.metadata import ModelInfo
+from invoke_shell.files.step_files import Finishing, StepFiles, StepWriter
 from invoke_shell.line import extras
 from invoke_shell.line.parsing import MAX_IMAGES, format_request
 from invoke_shell.line.requests import ImageRequest, LineRequest, expand, hires_size, hires_strength, upscales_init
@@ -102,7 +102,7 @@ class ModelSession:
         self._progress: tuple[int, int] | None = None
         self._preview: Image.Image | None = None
         self._lock = threading.Lock()
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="invoke-writer")  # files off the denoising path
+        self._steps_writer = StepWriter()  # per-step files off the denoising path
 
     # ---- what the shell may see
 
@@ -241,7 +241,7 @@ class ModelSession:
         if not quiet:
             note_size(model.engine, model.info.name, requests, self.say)
         check_cost(model.engine, requests, self.limits, self.say)
-        pending: list[Future[list[Path]]] = []
+        pending: list[Finishing] = []
         images, written = [], []
         started = time.perf_counter()
         first = 0.0  # seconds to the end of the first image, which pays one-time work
@@ -303,7 +303,7 @@ class ModelSession:
         self.say(f">> saved {path}")
 
     def close(self) -> None:
-        self._writer.shutdown(wait=True)
+        self._steps_writer.shutdown()
 
     # ---- the files of a line
 
@@ -454,7 +454,7 @@ class ModelSession:
         init: Image.Image | None,
         outdir: Path,
         cancel: threading.Event,
-        pending: list[Future[list[Path]]],
+        pending: list[Finishing],
         quiet: bool,
         mask: Image.Image | None = None,
     ) -> tuple[Image.Image, Path]:
@@ -481,7 +481,7 @@ class ModelSession:
         steps, every = None, line.save_intermediates or 0
         if every:  # written while the image is made, named when it has a name
             render = intermediates.approx_render(model.previewer)
-            steps = outputs.StepFiles(outputs.samples_dir(outdir), render, self._writer)
+            steps = StepFiles(outputs.samples_dir(outdir), render, self._steps_writer)
         exact = line.intermediates_decode == "vae"
 
         def on_step(state: StepState) -> None:  # only when the steps are looked at

@@ -164,8 +164,18 @@ def train_vae(vae, images: torch.Tensor, args, gen: torch.Generator) -> dict:
 
 
 @torch.no_grad()
-def encode_all(vae, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
-    return torch.cat([vae.encode(images[i : i + batch]).latent_dist.mode() for i in range(0, len(images), batch)])
+def encode_all(vae, images: torch.Tensor, device: str = "cpu", batch: int = 512) -> torch.Tensor:
+    """Latents of the images (on the CPU), encoded on `device`; the VAE is left on the CPU."""
+    vae.to(device)
+    try:
+        return torch.cat(
+            [
+                vae.encode(images[i : i + batch].to(device)).latent_dist.mode().cpu()
+                for i in range(0, len(images), batch)
+            ]
+        )
+    finally:
+        vae.to("cpu")
 
 
 @torch.no_grad()
@@ -500,7 +510,7 @@ def main(argv: list[str] | None = None) -> None:
         figures.update({k: v for k, v in earlier.items() if k.startswith(("vae_", "latent_", "scaling"))})
         figures["vae_from"] = str(args.vae)
         log(f"2-3. the VAE of {args.vae}, kept as it is (centred and scaled; its preview decoder stays valid)")
-        latents = encode_all(vae, images) * vae.config.scaling_factor
+        latents = encode_all(vae, images, args.device) * vae.config.scaling_factor
     elif (vae_path / "config.json").exists():
         from diffusers import AutoencoderKL
 
@@ -517,7 +527,7 @@ def main(argv: list[str] | None = None) -> None:
         log(f"   {figures}")
         log("3. encoding and centring latents")
         vae.eval()
-        latents, lat_fig = centre_latents(vae, encode_all(vae, images))
+        latents, lat_fig = centre_latents(vae, encode_all(vae, images, args.device))
         figures.update(lat_fig)
 
     log("4. tokenizer")
@@ -530,8 +540,8 @@ def main(argv: list[str] | None = None) -> None:
         log(f"   starting from the UNet and text encoder of {args.init}")
         start_from(args.init, unet, text_encoder, tok)
     wrong, recoloured, described = mismatched(drawings, args.seed, args.wrong_shape)
-    edited = encode_all(vae, render_all(recoloured)) * vae.config.scaling_factor
-    reshaped = encode_all(vae, render_all(described)) * vae.config.scaling_factor
+    edited = encode_all(vae, render_all(recoloured), args.device) * vae.config.scaling_factor
+    reshaped = encode_all(vae, render_all(described), args.device) * vae.config.scaling_factor
     figures.update(
         train_denoiser(unet, text_encoder, tok, latents, captions, wrong, edited, reshaped, args, gen, args.work)
     )

@@ -1,0 +1,210 @@
+"""Per-step intermediates, written beside the generation rather than in its way.
+
+A chosen step passes through two hands. A thread in this process turns it into pictures (the
+fast previewer, torch code that lets go of the GIL while it computes) and plain arrays; a
+writer process, spawned once per session with no torch in it, writes the files and draws the
+animation frames and the contact sheet. That drawing (text, GIF quantizing, pasting) holds the
+GIL: on a thread it slowed the UNet's Python loop by ~15 % on the embedded model; in its own
+process it runs on the other core and costs the generation only the hand-over.
+
+The files go to a hidden folder under intermediates/, which takes the image's name once
+everything is written; an old folder of that name is never reused.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import secrets
+import shutil
+import signal
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import numpy as np
+from PIL import Image
+
+from invoke_shell.files import intermediates
+from invoke_shell.files.outputs import WriteError, intermediates_dir, write_error
+
+if TYPE_CHECKING:
+    from invoke_shell.engines.generate import StepState
+
+T = TypeVar("T")
+_DIED = ("the intermediates writer process stopped", "run the line again (a new writer starts)")
+
+
+class StepWriter:
+    """The render thread and the writer process a session shares. The process starts with the
+    first step handed to it; if it dies, the next line starts a new one."""
+
+    def __init__(self) -> None:
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="invoke-steps")
+        self._process: ProcessPoolExecutor | None = None
+
+    def process(self) -> ProcessPoolExecutor:
+        if self._process is None:
+            # spawn, not fork: forking a process that holds torch's thread pools can hang the child
+            ctx = multiprocessing.get_context("spawn")
+            self._process = ProcessPoolExecutor(1, mp_context=ctx, initializer=_ignore_ctrl_c)
+        return self._process
+
+    def lost(self) -> None:
+        """The process died: forget it (the next line starts another)."""
+        if self._process is not None:
+            self._process.shutdown(wait=False, cancel_futures=True)
+            self._process = None
+
+    def shutdown(self) -> None:
+        self.thread.shutdown(wait=True)
+        if self._process is not None:
+            self._process.shutdown(wait=True)
+
+
+class Finishing:
+    """A finished folder's files, once the writer process has written them all."""
+
+    def __init__(self, handed: Future[Future[list[str]]], files: StepFiles) -> None:
+        self._handed, self._files = handed, files
+
+    def result(self) -> list[Path]:
+        try:
+            return [Path(p) for p in self._handed.result().result()]
+        except BrokenProcessPool:
+            self._files.writer.lost()
+            shutil.rmtree(self._files.folder, ignore_errors=True)
+            raise WriteError(*_DIED) from None
+
+
+class StepFiles:
+    """One image's per-step files: `step` hands each chosen step over as it comes, `finish`
+    names the folder after the image once it has a name, `abandon` removes it."""
+
+    def __init__(self, samples: Path, render: intermediates.Render, writer: StepWriter) -> None:
+        self.render, self.writer = render, writer
+        self.folder = samples / "intermediates" / f".steps-{secrets.token_hex(4)}.tmp"
+        try:
+            self.folder.mkdir(parents=True)
+        except OSError as e:
+            raise write_error(f"could not make {self.folder.parent}", e) from None
+        self._handed: list[Future[Future[None]]] = []
+
+    @property
+    def steps(self) -> int:
+        return len(self._handed)
+
+    def step(self, state: StepState, pictures: tuple[Image.Image, Image.Image | None] | None = None) -> None:
+        """Write a step's files; `pictures` (x_t, x0) when they were made already, else `render`."""
+        self._handed.append(self.writer.thread.submit(self._hand_over, state, pictures))
+
+    def finish(self, image_path: Path) -> Finishing:
+        final = str(intermediates_dir(image_path))
+        return Finishing(self.writer.thread.submit(self._send, finish_folder, str(self.folder), final), self)
+
+    def abandon(self) -> None:
+        try:
+            self.writer.thread.submit(self._send, abandon_folder, str(self.folder)).result().result()
+        except BrokenProcessPool:
+            self.writer.lost()
+        shutil.rmtree(self.folder, ignore_errors=True)  # whatever the process did not get to
+
+    def _hand_over(self, s: StepState, pictures: tuple[Image.Image, Image.Image | None] | None) -> Future[None]:
+        """On the render thread: the step's pictures and arrays, to the writer process."""
+        xt, x0 = pictures or self.render(s)
+        tensors = {"latents": s.latents.detach().float().cpu().numpy()}
+        if s.denoised is not None:
+            tensors["denoised"] = s.denoised.detach().float().cpu().numpy()
+        return self._send(write_step, str(self.folder), intermediates.StepInfo.of(s), tensors, xt, x0)
+
+    def _send(self, fn: Callable[..., T], *args: object) -> Future[T]:
+        try:
+            return self.writer.process().submit(fn, *args)
+        except BrokenProcessPool:
+            self.writer.lost()
+            failed: Future[T] = Future()
+            failed.set_exception(WriteError(*_DIED))
+            return failed
+
+
+# ---- in the writer process: each folder's frames, kept until the folder is finished
+
+# (step, has x0, its contact-sheet column, its GIF frame)
+_frames: dict[str, list[tuple[intermediates.StepInfo, bool, Image.Image, Image.Image]]] = {}
+_failed: dict[str, OSError] = {}  # a folder whose step could not be written: finish reports it
+
+
+def _ignore_ctrl_c() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the line in the shell, not its writer
+
+
+def write_step(
+    folder: str, s: intermediates.StepInfo, tensors: dict[str, np.ndarray], xt: Image.Image, x0: Image.Image | None
+) -> None:
+    from safetensors.numpy import save_file
+
+    if folder in _failed:
+        return
+    stem = os.path.join(folder, f"step_{s.step:03d}")
+    tags = {"step": str(s.step), "timestep": f"{s.timestep:.3f}", "sigma": f"{s.sigma:.5f}"}
+    tags["preview_scale"] = repr(s.preview_scale)
+    try:
+        save_file(tensors, stem + ".safetensors", metadata=tags)  # in a folder no one else sees yet
+        xt.save(stem + ".xt.png", format="PNG", compress_level=1)  # small previews: fast beats small
+        if x0 is not None:
+            x0.save(stem + ".x0.png", format="PNG", compress_level=1)
+    except OSError as e:
+        _failed[folder] = e
+        return
+    frame = (s, xt, x0)
+    _frames.setdefault(folder, []).append(
+        (s, x0 is not None, intermediates.sheet_column(frame), intermediates.animation_frame(frame))
+    )
+
+
+def finish_folder(folder: str, final: str) -> list[str]:
+    """The contact sheet and the animation, then the folder takes its name; the files' paths."""
+    frames, failed, where = _frames.pop(folder, []), _failed.pop(folder, None), Path(folder)
+    try:
+        if failed is not None:
+            raise failed
+        anim = [gif for *_, gif in frames]
+        with ThreadPoolExecutor(1) as beside:  # both encoders let go of the GIL: one core each
+            gif = beside.submit(
+                anim[0].save,
+                where / "steps.gif",
+                format="GIF",
+                save_all=True,
+                append_images=anim[1:],
+                duration=250,
+                loop=0,
+            )
+            sheet = intermediates.contact_sheet([column for _, _, column, _ in frames])
+            sheet.save(where / "contact_sheet.png", compress_level=1)
+            gif.result()
+        if os.path.exists(final):
+            raise WriteError(
+                f"{final} already exists: intermediates are never written into an old folder",
+                "move or delete that folder",
+            )
+        os.rename(folder, final)
+    except OSError as e:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise write_error(f"could not write the intermediates in {final}", e) from None
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    names = [f"step_{s.step:03d}{ext}" for s, has_x0, _, _ in frames for ext in _exts(has_x0)]
+    return [os.path.join(final, n) for n in [*names, "contact_sheet.png", "steps.gif"]]
+
+
+def abandon_folder(folder: str) -> None:
+    _frames.pop(folder, None)
+    _failed.pop(folder, None)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _exts(with_x0: bool) -> tuple[str, ...]:
+    return (".safetensors", ".xt.png", ".x0.png") if with_x0 else (".safetensors", ".xt.png")
