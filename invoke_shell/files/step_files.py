@@ -21,6 +21,7 @@ import signal
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -129,11 +130,17 @@ class StepFiles:
             return failed
 
 
-# ---- in the writer process: each folder's frames, kept until the folder is finished
+# ---- in the writer process: each open folder's frames, kept until the folder is finished
 
-# (step, has x0, its contact-sheet column, its GIF frame)
-_frames: dict[str, list[tuple[intermediates.StepInfo, bool, Image.Image, Image.Image]]] = {}
-_failed: dict[str, OSError] = {}  # a folder whose step could not be written: finish reports it
+
+@dataclass
+class _Folder:
+    # each step: its info, whether it has an x0, its contact-sheet column, its GIF frame
+    frames: list[tuple[intermediates.StepInfo, bool, Image.Image, Image.Image]] = field(default_factory=list)
+    failed: OSError | None = None  # a step could not be written: finishing reports it
+
+
+_open: dict[str, _Folder] = {}
 
 
 def _ignore_ctrl_c() -> None:
@@ -145,7 +152,8 @@ def write_step(
 ) -> None:
     from safetensors.numpy import save_file
 
-    if folder in _failed:
+    f = _open.setdefault(folder, _Folder())
+    if f.failed is not None:
         return
     stem = os.path.join(folder, f"step_{s.step:03d}")
     tags = {"step": str(s.step), "timestep": f"{s.timestep:.3f}", "sigma": f"{s.sigma:.5f}"}
@@ -155,34 +163,33 @@ def write_step(
         xt.save(stem + ".xt.png", format="PNG", compress_level=1)  # small previews: fast beats small
         if x0 is not None:
             x0.save(stem + ".x0.png", format="PNG", compress_level=1)
+        frame = (s, xt, x0)
+        f.frames.append((s, x0 is not None, intermediates.sheet_column(frame), intermediates.animation_frame(frame)))
     except OSError as e:
-        _failed[folder] = e
-        return
-    frame = (s, xt, x0)
-    _frames.setdefault(folder, []).append(
-        (s, x0 is not None, intermediates.sheet_column(frame), intermediates.animation_frame(frame))
-    )
+        f.failed = e
 
 
 def finish_folder(folder: str, final: str) -> list[str]:
     """The contact sheet and the animation, then the folder takes its name; the files' paths."""
-    frames, failed, where = _frames.pop(folder, []), _failed.pop(folder, None), Path(folder)
+    f = _open.pop(folder, _Folder())
     try:
-        if failed is not None:
-            raise failed
-        anim = [gif for *_, gif in frames]
-        with ThreadPoolExecutor(1) as beside:  # both encoders let go of the GIL: one core each
+        if f.failed is not None:
+            raise f.failed
+        # each step's column and frame were drawn as it came: what is left is pasting and encoding,
+        # the GIF beside the sheet (both encoders let go of the GIL; the shell is only waiting)
+        anim = [gif for *_, gif in f.frames]
+        with ThreadPoolExecutor(1) as beside:
             gif = beside.submit(
                 anim[0].save,
-                where / "steps.gif",
-                format="GIF",
+                Path(folder, "steps.gif"),
+                "GIF",
                 save_all=True,
                 append_images=anim[1:],
                 duration=250,
                 loop=0,
             )
-            sheet = intermediates.contact_sheet([column for _, _, column, _ in frames])
-            sheet.save(where / "contact_sheet.png", compress_level=1)
+            sheet = intermediates.contact_sheet([column for _, _, column, _ in f.frames])
+            sheet.save(Path(folder, "contact_sheet.png"), compress_level=1)
             gif.result()
         if os.path.exists(final):
             raise WriteError(
@@ -196,13 +203,12 @@ def finish_folder(folder: str, final: str) -> list[str]:
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    names = [f"step_{s.step:03d}{ext}" for s, has_x0, _, _ in frames for ext in _exts(has_x0)]
+    names = [f"step_{s.step:03d}{ext}" for s, has_x0, _, _ in f.frames for ext in _exts(has_x0)]
     return [os.path.join(final, n) for n in [*names, "contact_sheet.png", "steps.gif"]]
 
 
 def abandon_folder(folder: str) -> None:
-    _frames.pop(folder, None)
-    _failed.pop(folder, None)
+    _open.pop(folder, None)
     shutil.rmtree(folder, ignore_errors=True)
 
 
