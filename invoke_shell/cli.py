@@ -189,7 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     limits = Limits(max_seconds=args.max_seconds, max_memory=args.max_memory)
     session = ModelSession(
         registry,
-        lambda e: load_model(e, args.device, args.precision, args.threads, args.offload, args.vae_tiling, args.compile),
+        lambda e: load_model(
+            e,
+            args.device,
+            args.precision,
+            threads=args.threads,
+            offload=args.offload,
+            vae_tiling=args.vae_tiling,
+            compile_unet=args.compile,
+        ),
         args.outdir,
         say,
         limits,

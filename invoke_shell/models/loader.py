@@ -38,6 +38,7 @@ def load_model(
     entry: ModelEntry,
     device: str = "auto",
     precision: str = "auto",
+    *,
     threads: int | None = None,
     offload: bool = False,
     vae_tiling: bool = False,
