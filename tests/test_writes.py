@@ -245,6 +245,28 @@ def test_a_writer_process_that_dies_is_one_message_and_the_next_image_gets_a_new
     ]
 
 
+def test_full_size_previews_keep_their_size_on_disk_and_are_reduced_in_the_sheet_and_gif(tmp_path):
+    from invoke_shell.files import intermediates
+    from invoke_shell.files.sheets import row_labels_width
+
+    big = (Image.new("RGB", (512, 512), (200, 30, 30)), Image.new("RGB", (512, 512), (30, 30, 200)))
+    writer = StepWriter()
+    try:
+        steps = StepFiles(tmp_path, lambda s: big, writer)
+        for k in (1, 2, 3):
+            steps.step(_step(k))
+        steps.finish(tmp_path / "000001.5.png").result()
+    finally:
+        writer.shutdown()
+    folder = tmp_path / "intermediates" / "000001.5"
+    assert Image.open(folder / "step_002.xt.png").size == (512, 512)
+    sheet = Image.open(folder / "contact_sheet.png")
+    assert sheet.width == row_labels_width(intermediates.ROWS) + 3 * intermediates.MAX_TILE
+    # the x0 row: the blue picture, reduced to a 256-px tile (box-averaged, so still that blue)
+    assert sheet.getpixel((sheet.width - 10, sheet.height - 10)) == (30, 30, 200)
+    assert Image.open(folder / "steps.gif").size == (2 * 256, 256 + 12)
+
+
 def test_the_contact_sheet_made_a_step_at_a_time_is_the_whole_sheet_pixel_for_pixel():
     import numpy as np
 

@@ -66,12 +66,24 @@ def label(s: StepInfo) -> str:
 
 
 ROWS = ("x_t", "x0")
+# Previews wider than this are reduced by a whole factor in the contact sheet and the GIF (the
+# step PNGs keep their size): 26 steps of 512-px tiles made a sheet 13,312 px wide that took a
+# second to encode, longer than the image on a GPU.
+MAX_TILE = 256
+
+
+def reduced(frame: Frame) -> Frame:
+    s, xt, x0 = frame
+    if xt.width <= MAX_TILE:
+        return frame
+    factor = -(-xt.width // MAX_TILE)
+    return s, xt.reduce(factor), x0.reduce(factor) if x0 is not None else None
 
 
 def sheet_column(frame: Frame, min_tile: int = 96) -> Image.Image:
     """One step's column of the contact sheet, the row labels to its left: made as the step
     comes, so that the finished sheet is only pastes."""
-    s, xt, x0 = frame
+    s, xt, x0 = reduced(frame)
     return labelled_sheet([[xt], [x0]], [label(s)], ROWS, min_tile=min_tile)
 
 
@@ -89,7 +101,7 @@ def contact_sheet(columns: Sequence[Image.Image]) -> Image.Image:
 
 def animation_frame(frame: Frame) -> Image.Image:
     """x_t beside x0 under a caption, quantized for the GIF."""
-    s, xt, x0 = frame
+    s, xt, x0 = reduced(frame)
     w, h = xt.size
     f = Image.new("RGB", (2 * w, h + 12), (255, 255, 255))
     f.paste(xt, (0, 12))
