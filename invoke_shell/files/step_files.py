@@ -75,8 +75,7 @@ class Finishing:
         try:
             return [Path(p) for p in self._handed.result().result()]
         except BrokenProcessPool:
-            self._files.writer.lost()
-            shutil.rmtree(self._files.folder, ignore_errors=True)
+            self._files.writer_died()
             raise WriteError(*_DIED) from None
 
 
@@ -108,9 +107,13 @@ class StepFiles:
     def abandon(self) -> None:
         try:
             self.writer.thread.submit(self._send, abandon_folder, str(self.folder)).result().result()
-        except BrokenProcessPool:
-            self.writer.lost()
-        shutil.rmtree(self.folder, ignore_errors=True)  # whatever the process did not get to
+        except (BrokenProcessPool, WriteError):  # it died, now or before: the folder goes here
+            self.writer_died()
+
+    def writer_died(self) -> None:
+        """The writer process died: a new one for the next line, and this folder goes."""
+        self.writer.lost()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def _hand_over(self, s: StepState, pictures: tuple[Image.Image, Image.Image | None] | None) -> Future[None]:
         """On the render thread: the step's pictures and arrays, to the writer process."""
