@@ -91,6 +91,7 @@ class StepFiles:
         except OSError as e:
             raise write_error(f"could not make {self.folder.parent}", e) from None
         self._handed: list[Future[Future[None]]] = []
+        self.writer.thread.submit(self._send, open_folder, str(self.folder))
 
     @property
     def steps(self) -> int:
@@ -175,8 +176,8 @@ def write_step(
 ) -> None:
     from safetensors.numpy import save_file
 
-    f = _open.setdefault(folder, _Folder())
-    if f.failed is not None:
+    f = _open.get(folder)
+    if f is None or f.failed is not None:  # None: this process replaced one that died
         return
     stem = os.path.join(folder, f"step_{s.step:03d}")
     tags = {"step": str(s.step), "timestep": f"{s.timestep:.3f}", "sigma": f"{s.sigma:.5f}"}
@@ -193,7 +194,10 @@ def write_step(
 
 def finish_folder(folder: str, final: str) -> list[str]:
     """The contact sheet and the animation, then the folder takes its name; the files' paths."""
-    f = _open.pop(folder, _Folder())
+    f = _open.pop(folder, None)
+    if f is None:  # the process that held its steps died and this one replaced it
+        shutil.rmtree(folder, ignore_errors=True)
+        raise WriteError(*_DIED)
     f.written()
     try:
         if f.failed is not None:
@@ -230,8 +234,14 @@ def finish_folder(folder: str, final: str) -> list[str]:
     return [os.path.join(final, n) for n in [*names, "contact_sheet.png", "steps.gif"]]
 
 
+def open_folder(folder: str) -> None:
+    _open[folder] = _Folder()
+
+
 def abandon_folder(folder: str) -> None:
-    _open.pop(folder, _Folder()).written()  # nothing may still be writing into the folder
+    f = _open.pop(folder, None)
+    if f is not None:
+        f.written()  # nothing may still be writing into the folder
     shutil.rmtree(folder, ignore_errors=True)
 
 
