@@ -17,12 +17,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from invoke_shell.files.sheets import labelled_sheet, row_labels_width
+from invoke_shell.files.sheets import col_labels_height, draw_row_labels, drawing, labelled_sheet, row_labels_width
 
 if TYPE_CHECKING:
     from invoke_shell.engines.generate import StepState
+    from invoke_shell.engines.previews import Previewer
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,12 @@ Frame = tuple[StepInfo, Image.Image, Image.Image | None]  # a step, its x_t pict
 Render = Callable[["StepState"], tuple[Image.Image, Image.Image | None]]
 
 
-def approx_render(previewer: Callable[..., Image.Image]) -> Render:
+def approx_render(previewer: Previewer) -> Render:
     """x_t and x0 pictures through the model's fast previewer (its decoder, or the linear map)."""
 
     def render(s: StepState) -> tuple[Image.Image, Image.Image | None]:
-        return previewer(s.latents * s.preview_scale), previewer(s.denoised) if s.denoised is not None else None
+        xt, *x0 = previewer.pictures(s.latents * s.preview_scale, *([] if s.denoised is None else [s.denoised]))
+        return xt, x0[0] if x0 else None
 
     return render
 
@@ -63,6 +65,9 @@ def chosen(s: StepState, every: int, include_start: bool) -> bool:
 
 def label(s: StepInfo) -> str:
     return f"step {s.step}/{s.total}\nt={s.timestep:.0f}\nsigma={s.sigma:.3f}"
+
+
+LABEL_TOP = col_labels_height([label(StepInfo(0, 0, 0.0, 0.0, 1.0))])  # every label has its three lines
 
 
 ROWS = ("x_t", "x0")
@@ -81,21 +86,20 @@ def reduced(frame: Frame) -> Frame:
 
 
 def sheet_column(frame: Frame, min_tile: int = 96) -> Image.Image:
-    """One step's column of the contact sheet, the row labels to its left: made as the step
-    comes, so that the finished sheet is only pastes."""
+    """One step's labelled column of the contact sheet: made as the step comes, so that the
+    finished sheet is only pastes (and the row labels, drawn once)."""
     s, xt, x0 = reduced(frame)
-    return labelled_sheet([[xt], [x0]], [label(s)], ROWS, min_tile=min_tile)
+    return labelled_sheet([[xt], [x0]], [label(s)], min_tile=min_tile)
 
 
 def contact_sheet(columns: Sequence[Image.Image]) -> Image.Image:
     """The steps' columns side by side, x_t above x0: `labelled_sheet` of all the frames at once,
     pixel for pixel (a step's label is narrower than its tile)."""
-    left = row_labels_width(ROWS)
-    tile = columns[0].width - left
+    left, tile = row_labels_width(ROWS), columns[0].width
     sheet = Image.new("RGB", (left + len(columns) * tile, columns[0].height), (255, 255, 255))
-    sheet.paste(columns[0], (0, 0))
-    for c, column in enumerate(columns[1:], 1):
-        sheet.paste(column.crop((left, 0, left + tile, column.height)), (left + c * tile, 0))
+    for c, column in enumerate(columns):
+        sheet.paste(column, (left + c * tile, 0))
+    draw_row_labels(sheet, ROWS, LABEL_TOP, (sheet.height - LABEL_TOP) // len(ROWS))
     return sheet
 
 
@@ -107,5 +111,5 @@ def animation_frame(frame: Frame) -> Image.Image:
     f.paste(xt, (0, 12))
     if x0 is not None:
         f.paste(x0, (w, 12))
-    ImageDraw.Draw(f).text((2, 0), f"step {s.step}  sigma {s.sigma:.2f}", fill=(0, 0, 0))
+    drawing(f).text((2, 0), f"step {s.step}  sigma {s.sigma:.2f}", fill=(0, 0, 0))
     return f.quantize(256, method=Image.Quantize.FASTOCTREE)  # GIF's default quantizer is 20x slower

