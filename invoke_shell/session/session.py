@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from invoke_shell.errors import UsageError, escaped
-from invoke_shell.files import intermediates, outputs
+from invoke_shell.files import outputs
 from invoke_shell.files.metadata import ModelInfo
-from invoke_shell.files.step_files import Finishing, StepFiles, StepWriter
+from invoke_shell.files.step_files import Finishing, StepWriter
 from invoke_shell.line import extras
 from invoke_shell.line.parsing import MAX_IMAGES, format_request
 from invoke_shell.line.requests import ImageRequest, LineRequest, expand, hires_size, hires_strength, upscales_init
@@ -36,11 +36,11 @@ from invoke_shell.session import sheet_plan
 from invoke_shell.session.limits import Limits, check_cost, note_size, out_of_memory
 from invoke_shell.session.share import Share, refuse_recall
 from invoke_shell.session.status import Made, State, Status
+from invoke_shell.session.step_watch import StepWatch
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from invoke_shell.engines.generate import StepState
     from invoke_shell.models.loader import LoadedModel
 
 Loader = Callable[[ModelEntry], "LoadedModel"]
@@ -267,17 +267,9 @@ class ModelSession:
             with self._lock:
                 self._progress = self._preview = None
         if layout is not None:
-            from invoke_shell.files.sheets import labelled_sheet, labelled_tiles
-
-            cells = [[images[i] if i is not None else None for i in row] for row in layout.cells]
-            col_labels, record = layout.col_labels, layout.record([p.name for p in written])
-            if init is not None and not layout.tile_labels and any(n == "strength" for n, _ in line.sweep):
-                cells = [[init, *row] for row in cells]  # what every strength starts from, first
-                col_labels, record["first_column"] = ("init image", *col_labels), str(init_path)
-            if layout.tile_labels:
-                sheet = labelled_tiles(cells, layout.tile_labels, min_tile=128)
-            else:
-                sheet = labelled_sheet(cells, col_labels, layout.row_labels, min_tile=128)
+            sweeps_strength = any(name == "strength" for name, _ in line.sweep)
+            first_column = (init, str(init_path)) if init is not None and sweeps_strength else None
+            sheet, record = layout.draw(images, [p.name for p in written], first_column)
             path = self._write_sheet(outdir, first_seed, sheet, command, layout.suffix, record)
             what = "sweep sheet" if layout.suffix == ".sweep" else "sheet"
             self.say(f"{path}  {what} of {len(images)} images")
@@ -478,33 +470,11 @@ class ModelSession:
             bar.total = total
             bar.update(1)
 
-        steps, every = None, line.save_intermediates or 0
-        if every:  # written while the image is made, named when it has a name
-            render = intermediates.approx_render(model.previewer)
-            steps = StepFiles(outputs.samples_dir(outdir), render, self._steps_writer)
-        exact = line.intermediates_decode == "vae"
-
-        def on_step(state: StepState) -> None:  # only when the steps are looked at
-            if line.preview and state.denoised is not None:
-                preview = model.previewer(state.denoised)  # ~2 ms: the preview decoder
-                with self._lock:
-                    self._preview = preview
-            if steps is not None and intermediates.chosen(state, every, init is not None):
-                decode = model.engine.decode  # the model is this thread's: the exact pictures are made here
-                pictures = (
-                    (
-                        decode(state.latents * state.preview_scale),
-                        decode(state.denoised) if state.denoised is not None else None,
-                    )
-                    if exact
-                    else None
-                )
-                steps.step(state, pictures)
-
-        looking = on_step if line.preview or line.save_intermediates else None
+        watch = StepWatch(line, model, init is not None, outputs.samples_dir(outdir), self._steps_writer, self._show)
+        steps = watch.files
         try:
             req = self._apply_addons(model, req)
-            result = model.engine.generate(req, init, looking, cancel, mask, on_progress)
+            result = model.engine.generate(req, init, watch.on_step, cancel, mask, on_progress)
         except BaseException as e:
             if steps is not None:
                 steps.abandon()
@@ -543,6 +513,10 @@ class ModelSession:
             pending.append(steps.finish(path))
             self.say(f"   intermediates: {steps.steps} steps -> {folder}")
         return result.image, path
+
+    def _show(self, preview: Image.Image) -> None:
+        with self._lock:
+            self._preview = preview
 
     def _apply_addons(self, model: LoadedModel, req: ImageRequest) -> ImageRequest:
         """Load the embeddings and set the LoRAs the prompt names (none: the model as loaded);

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from invoke_shell.line.requests import ImageRequest, LineRequest
 from invoke_shell.line.switches import BY_NAME
 from invoke_shell.line.templates import Expansion
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 LABEL = 28  # characters of one value shown on a sheet
 
@@ -35,6 +38,24 @@ class SheetPlan:
         if self.tile_labels:
             return {"tiles": [list(r) for r in self.tile_labels], "files": cells}
         return {"columns": list(self.col_labels), "rows": list(self.row_labels), "files": cells}
+
+    def draw(
+        self, images: list[Image.Image], files: list[str], first_column: tuple[Image.Image, str] | None = None
+    ) -> tuple[Image.Image, dict[str, Any]]:
+        """The sheet and its record. `first_column` (a picture and its path) heads every row of a
+        rows x columns sheet: the init image a strength sweep starts from."""
+        from invoke_shell.files.sheets import labelled_sheet, labelled_tiles
+
+        cells = [[images[i] if i is not None else None for i in row] for row in self.cells]
+        record = self.record(files)
+        if self.tile_labels:
+            return labelled_tiles(cells, self.tile_labels, min_tile=128), record
+        col_labels = self.col_labels
+        if first_column is not None:
+            picture, path = first_column
+            cells = [[picture, *row] for row in cells]
+            col_labels, record["first_column"] = ("init image", *col_labels), path
+        return labelled_sheet(cells, col_labels, self.row_labels, min_tile=128), record
 
 
 def plan(line: LineRequest, images: list[ImageRequest], expansion: Expansion | None) -> SheetPlan | None:

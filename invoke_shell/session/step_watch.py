@@ -1,0 +1,53 @@
+"""What an image's sampler steps are watched for: the toolbar's live preview (`--preview`) and
+the per-step files (`--save_intermediates N`). The engine computes each step's x0 only for a
+watcher, so `on_step` is handed to it only when one of them is asked for."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from invoke_shell.files import intermediates
+from invoke_shell.files.step_files import StepFiles, StepWriter
+from invoke_shell.line.requests import LineRequest
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from invoke_shell.engines.generate import StepState
+    from invoke_shell.models.loader import LoadedModel
+
+
+class StepWatch:
+    def __init__(
+        self,
+        line: LineRequest,
+        model: LoadedModel,
+        img2img: bool,
+        samples: Path,
+        writer: StepWriter,
+        show: Callable[[Image.Image], None],
+    ) -> None:
+        self.line, self.model, self.img2img, self.show = line, model, img2img, show
+        self.every = line.save_intermediates or 0
+        self.files: StepFiles | None = None  # written while the image is made, named when it has a name
+        if self.every:
+            self.files = StepFiles(samples, intermediates.approx_render(model.previewer), writer)
+
+    @property
+    def on_step(self) -> Callable[[StepState], None] | None:
+        return self._on_step if self.line.preview or self.files is not None else None
+
+    def _on_step(self, state: StepState) -> None:
+        if self.line.preview and state.denoised is not None:
+            self.show(self.model.previewer(state.denoised))  # ~2 ms: the preview decoder
+        if self.files is not None and intermediates.chosen(state, self.every, self.img2img):
+            pictures = None  # the fast previews, made beside the next steps
+            if self.line.intermediates_decode == "vae":  # the exact pictures: on this thread, the model's
+                decode = self.model.engine.decode
+                pictures = (
+                    decode(state.latents * state.preview_scale),
+                    decode(state.denoised) if state.denoised is not None else None,
+                )
+            self.files.step(state, pictures)
