@@ -94,3 +94,25 @@ def test_a_size_the_model_was_not_trained_at_is_said_once_per_line(shell_with, t
     shell.handle("a red circle -W 128 -H 64 -s 1 -S 3 -n 2")
     notes = [line for line in shell.lines if "was trained at" in line]
     assert notes == [">> tiny-random was trained at 64x64; at 128x64 expect repeated or cut-off subjects"]
+
+
+def test_a_line_typed_in_a_terminal_says_the_size_note_and_its_errors_without_repeating_the_line(make_shell):
+    """In a terminal lines run in the background (the prompt comes back at once): they say the
+    same notes as a piped line, and a failing line is named again only when more were typed since."""
+    import time
+
+    from invoke_shell.errors import UsageError
+    from invoke_shell.session.worker import Generate, Ticket
+
+    shell = make_shell()
+    shell.interactive = True
+    shell.handle("a red circle -W 128 -H 64 -s 1 -S 3")
+    shell.handle("a red circle -I -99 -s 1")
+    while shell.worker.busy():
+        time.sleep(0.05)
+    assert ">> tiny-random was trained at 64x64; at 128x64 expect repeated or cut-off subjects" in shell.lines
+    assert any(line.startswith("error: ") and "-99" in line for line in shell.lines)
+    assert not any("in queued line" in line for line in shell.lines)
+    earlier = Ticket(Generate(None), "a blue square -I -99")  # type: ignore[arg-type]
+    shell._report_background_error(earlier, UsageError("no image -99", "fix it"))
+    assert shell.lines[-2:] == [">> in queued line: a blue square -I -99", "error: no image -99\n  hint: fix it"]

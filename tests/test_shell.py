@@ -217,3 +217,22 @@ def test_a_model_that_does_not_load_fails_the_run_and_is_not_counted_as_a_line(t
     assert proc.returncode == 1, proc.stderr
     assert f"error: model 'gone': {tmp_path / 'gone'} does not exist" in proc.stderr
     assert proc.stderr.rstrip().endswith(">> 1 of 1 line(s) failed")
+
+
+def test_a_problem_wider_than_the_terminal_is_written_in_full_above_the_prompt():
+    """The line under the prompt is one row: a long problem (the samplers there are) is cut
+    there, so it is also written whole above the prompt, hint included."""
+    from prompt_toolkit.document import Document
+    from prompt_toolkit.validation import ValidationError
+
+    from invoke_shell.shell.validator import LineValidator
+
+    shown: list[str] = []
+    validator = LineValidator(lambda: {}, lambda: 60, shown.append)
+    with pytest.raises(ValidationError) as e:
+        validator.validate(Document("a red circle -A k_foo"))
+    assert len(e.value.message) <= 60 and e.value.message.endswith("... (see above)")
+    assert len(shown) == 1 and shown[0].startswith("error: ") and "unipc" in shown[0]
+    with pytest.raises(ValidationError) as e:
+        LineValidator(lambda: {}, lambda: 400, shown.append).validate(Document("a red circle -A k_foo"))
+    assert "unipc" in e.value.message and len(shown) == 1  # it fits: under the line only

@@ -238,8 +238,7 @@ class ModelSession:
         if not mine:
             return []  # the other processes make this line's images
         requests = [requests[k] for k in mine]
-        if not quiet:
-            note_size(model.engine, model.info.name, requests, self.say)
+        note_size(model.engine, model.info.name, requests, self.say)
         check_cost(model.engine, requests, self.limits, self.say)
         pending: list[Finishing] = []
         images, written = [], []

@@ -47,6 +47,7 @@ class Shell:
         self.raise_errors = raise_errors  # tests see bugs as exceptions; users see a short report
         self.pending_edit = ""  # text for the next prompt's buffer (!N, !fetch)
         self.interactive = False  # in a terminal: lines queue up and the prompt comes back at once
+        self.last_line: Ticket | None = None  # the last line typed: its errors need no reminder of it
         self.worker = Worker(session, on_error=self._report_background_error)
         self.wildcard_names = session.templates.names  # for completion after __
         self.lora_names = lambda: names(session.addons.loras, LORA_SUFFIXES)  # and after <lora:
@@ -112,7 +113,7 @@ class Shell:
                 return True
             status = self.worker.status()
             ahead = len(status.queued) + (status.running is not None)
-            self.worker.submit(Generate(parsed), line.strip(), background=True)
+            self.last_line = self.worker.submit(Generate(parsed), line.strip(), background=True)
             if status.state == "loading":
                 self.print(">> queued: the model is still loading")
             elif ahead:
@@ -159,8 +160,8 @@ class Shell:
 
     def _report_background_error(self, ticket: Ticket, e: BaseException) -> None:
         try:
-            if ticket.text and not isinstance(e, Cancelled):
-                self.complain(f">> in queued line: {escaped(ticket.text)}")
+            if ticket.text and ticket is not self.last_line and not isinstance(e, Cancelled):
+                self.complain(f">> in queued line: {escaped(ticket.text)}")  # lines were typed since
             self._show_job_error(e, raise_bugs=False)
         except Exception:  # reporting must never take the worker down
             log.exception("could not report a queued line's error")
@@ -276,7 +277,7 @@ class Shell:
             history=history,
             auto_suggest=AutoSuggestFromHistory(),
             completer=ShellCompleter(self.registry, self.worker.status, self.wildcard_names, self.lora_names),
-            validator=LineValidator(lambda: self.model_entry.defaults),
+            validator=LineValidator(lambda: self.model_entry.defaults, _columns, self.complain),
             validate_while_typing=False,
             complete_while_typing=False,
             bottom_toolbar=self.toolbar,
@@ -307,6 +308,12 @@ class Shell:
         from invoke_shell.shell.terminal_view import toolbar_rows
 
         return [*toolbar_rows(status.preview), ("", text)]
+
+
+def _columns() -> int:
+    from prompt_toolkit.application import get_app
+
+    return get_app().output.get_size().columns
 
 
 def status_line(model_name: str, status: Any) -> str:
