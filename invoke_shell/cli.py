@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         metavar="N",
-        help="CPU threads torch may use (default: one per core); 1 keeps a small model fast on a busy machine",
+        help="CPU threads torch may use (default: one for a model as small as the embedded one, where more "
+        "only wait on each other; one per core for the rest)",
     )
     p.add_argument(
         "--loras", type=Path, metavar="DIR", help="folder of LoRAs: <lora:NAME:0.8> reads DIR/NAME.safetensors"

@@ -137,3 +137,17 @@ def test_switch_table_is_complete_and_drives_help():
     text = help_text()
     for s in SWITCHES:
         assert f"--{s.name}" in text and s.help in text
+
+
+def test_strength_without_an_init_image_is_accepted_with_a_note_that_it_is_not_used():
+    notes: list[str] = []
+    req = parse_line("a red circle -f 0.3 --exact_steps", {}, notes)
+    assert req is not None and req.init_img is None
+    assert notes == [
+        "-f/--strength sets how an init image (-I) is redrawn; this line has none, so it is not used",
+        "--exact_steps sets how an init image (-I) is redrawn; this line has none, so it is not used",
+    ]
+    for used in ("a red circle -f 0.3 -I x.png", "a red circle -f 0.3 --hires_fix"):
+        notes.clear()
+        parse_line(used, {}, notes)
+        assert notes == []

@@ -236,3 +236,16 @@ def test_a_problem_wider_than_the_terminal_is_written_in_full_above_the_prompt()
     with pytest.raises(ValidationError) as e:
         LineValidator(lambda: {}, lambda: 400, shown.append).validate(Document("a red circle -A k_foo"))
     assert "unipc" in e.value.message and len(shown) == 1  # it fits: under the line only
+
+
+def test_replay_and_show_say_whether_a_path_is_missing_or_is_not_a_file(make_shell, tmp_path):
+    shell = make_shell()
+    shell.handle(f"!replay {tmp_path / 'nofile.txt'}")
+    shell.handle(f"!replay {tmp_path}")
+    shell.handle(f"!show {tmp_path / 'nothing.png'}")
+    errors = [line.splitlines()[0] for line in shell.lines if line.startswith("error:")]
+    assert errors == [
+        f"error: {tmp_path / 'nofile.txt'} does not exist",
+        f"error: {tmp_path} is not a file",
+        f"error: {tmp_path / 'nothing.png'} does not exist",
+    ]

@@ -420,6 +420,7 @@ def test_o_expands_home_and_says_where_it_writes(make_shell, tmp_path, monkeypat
     shell.lines.clear()
     shell.handle("a red circle -s 1 -S 4 -o ../up")
     assert f">> writing to {tmp_path / 'up' / 'img-samples'}" in shell.lines  # `..` is said every time
+    assert any(line.startswith(f"{tmp_path / 'up' / 'img-samples' / '000002.4.png'}  seed 4") for line in shell.lines)
     shell.handle("a red circle -s 1 -S 5 -o cats")  # under --outdir, not the current folder
     assert names(tmp_path / "out" / "cats" / "img-samples") == ["000001.5.png", "invoke_log.md"]
     assert not (cwd / "cats").exists()

@@ -57,9 +57,18 @@ def parse_line(
             f"the prompt is {len(prompt):,} characters; the longest this shell takes is {MAX_PROMPT:,}",
             "shorten it: the model reads about 75 words at a time",
         )
-    request = build_line(prompt, parse_switches(rest, notes), model_defaults)
-    if request.grid and request.iterations == 1 and not request.sweep and notes is not None:
+    values = parse_switches(rest, notes)
+    request = build_line(prompt, values, model_defaults)
+    if notes is None:
+        return request
+    if request.grid and request.iterations == 1 and not request.sweep:
         notes.append("-g/--grid makes a grid of a line's images; this line makes one, so there is no grid")
+    if not (request.init_img or request.hires_fix or request.upscale):  # accepted: a recalled line may carry them
+        notes += [
+            f"{BY_LONG[name].shown} sets how an init image (-I) is redrawn; this line has none, so it is not used"
+            for name in ("strength", "exact_steps")
+            if name in values
+        ]
     return request
 
 

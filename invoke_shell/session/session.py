@@ -304,6 +304,8 @@ class ModelSession:
         is when it is new or when `..` took it out of the folder the user named."""
         typed = Path(given).expanduser() if given else None
         outdir = self.outdir if typed is None else typed if typed.is_absolute() else self.outdir / typed
+        if typed is not None and ".." in typed.parts:
+            outdir = outdir.resolve()  # the file lines show the folder the announcement names
         new = outputs.prepare_outdir(outdir)
         if new or (given and ".." in Path(given).parts):
             where = outputs.samples_dir(outdir).resolve()

@@ -241,7 +241,8 @@ def _replay(shell: Host, args: str) -> None:
         raise UsageError("!replay needs a file of commands", "e.g. !replay prompts.txt")
     path = Path(args).expanduser()
     if not path.is_file():
-        raise UsageError(f"{args} is not a file", "give a text file with one command per line")
+        what = "is not a file" if path.exists() else "does not exist"
+        raise UsageError(f"{args} {what}", "give a text file with one command per line")
     shell.replay(path)
 
 
@@ -314,7 +315,8 @@ def _show(shell: Host, args: str) -> None:
         path = Path(arg).expanduser()
         if not path.is_file():
             raise UsageError(
-                f"{arg} is not a file", "give a PNG (an image, a contact_sheet.png, a schedule plot) or -N"
+                f"{arg} {'is not a file' if path.exists() else 'does not exist'}",
+                "give a PNG (an image, a contact_sheet.png, a schedule plot) or -N",
             )
     if not can_draw():
         shell.print(f">> not drawing {path}: the output is not a terminal that shows pictures")
