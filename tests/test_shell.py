@@ -249,3 +249,21 @@ def test_replay_and_show_say_whether_a_path_is_missing_or_is_not_a_file(make_she
         f"error: {tmp_path} is not a file",
         f"error: {tmp_path / 'nothing.png'} does not exist",
     ]
+
+
+def test_replay_in_a_terminal_runs_its_lines_in_order_and_counts_failures_last(make_shell, tmp_path):
+    """Typed lines queue in a terminal; a !replay file's lines are each waited for, so every
+    image's line follows its command and the count of failed lines comes at the end."""
+    shell = make_shell()
+    shell.interactive = True
+    commands = tmp_path / "lines.txt"
+    commands.write_text("a red circle -s 1 -S 1\na red circle -s 0\na blue square -s 1 -S 2\n")
+    shell.handle(f"!replay {commands}")
+    out = [line for line in shell.lines if not line.startswith((">> model", ">> writing to"))]
+    assert out[0] == "invoke> a red circle -s 1 -S 1    (lines.txt:1)"
+    assert "000001.1.png  seed 1  1 steps" in out[1]
+    assert out[2] == "invoke> a red circle -s 0    (lines.txt:2)"
+    assert out[3].startswith("lines.txt line 2: error: -s/--steps must be between 1 and 1000")
+    assert out[4] == "invoke> a blue square -s 1 -S 2    (lines.txt:3)"
+    assert "000002.2.png  seed 2" in out[5]
+    assert out[-1] == ">> 1 of 3 line(s) failed"

@@ -48,6 +48,7 @@ class Shell:
         self.pending_edit = ""  # text for the next prompt's buffer (!N, !fetch)
         self.interactive = False  # in a terminal: lines queue up and the prompt comes back at once
         self.last_line: Ticket | None = None  # the last line typed: its errors need no reminder of it
+        self.replaying = False  # running a !replay file
         self.worker = Worker(session, on_error=self._report_background_error)
         self.wildcard_names = session.templates.names  # for completion after __
         self.lora_names = lambda: names(session.addons.loras, LORA_SUFFIXES)  # and after <lora:
@@ -88,7 +89,11 @@ class Shell:
         """Run a file of commands; a bad line is reported with its number and the rest still run.
         Bytes that are not UTF-8 reach the parser as such, which names them."""
         lines = path.read_bytes().decode("utf-8", "surrogateescape").splitlines()
-        return self.run_lines(lines, source=path.name, known_total=len(lines))
+        was, self.replaying = self.replaying, True  # in a terminal too, each line is waited for
+        try:
+            return self.run_lines(lines, source=path.name, known_total=len(lines))
+        finally:
+            self.replaying = was
 
     def handle(self, line: str, where: str | None = None) -> bool:
         """Run one line; False when the user asked to leave. `where` prefixes error messages."""
@@ -108,7 +113,7 @@ class Shell:
                 check_init_path(parsed.init_img)
             if parsed.init_mask:
                 check_init_path(parsed.init_mask, "mask", "-M")
-            if not self.interactive:
+            if not self.interactive or self.replaying:
                 self.run_job(Generate(parsed), line.strip())
                 return True
             status = self.worker.status()
@@ -154,8 +159,8 @@ class Shell:
                     self.print(">> cancelling...")
         if ticket.error is not None:
             self._show_job_error(ticket.error)
-        if interrupted and not self.interactive:
-            raise KeyboardInterrupt  # over a pipe, Ctrl-C stops the whole run, not just this image
+        if interrupted and (not self.interactive or self.replaying):
+            raise KeyboardInterrupt  # over a pipe or in !replay, Ctrl-C stops the whole run, not just this image
         return ticket
 
     def _report_background_error(self, ticket: Ticket, e: BaseException) -> None:
