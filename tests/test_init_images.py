@@ -395,3 +395,17 @@ def test_a_nine_channel_inpainting_unet_uses_its_own_channels(tiny_pipe):
     px = np.asarray(out.image).astype(int)
     inside = np.asarray(_hole_mask()) > 0
     assert (px[~inside] == (30, 60, 220)).all() and np.abs(px[inside] - (30, 60, 220)).mean() > 5
+
+
+def test_paths_typed_relative_are_stored_absolute_so_fetch_works_from_any_folder(shapes, tmp_path, monkeypatch):
+    data.render(data.Drawing("circle", "red", "blue", (16, 14, 46, 44))).save(tmp_path / "in.png")
+    m = np.zeros((64, 64), np.uint8)
+    m[:, 32:] = 255
+    Image.fromarray(m).save(tmp_path / "mask.png")
+    monkeypatch.chdir(tmp_path)
+    shapes.handle("a yellow square on a green background -I in.png -M mask.png -f 0.8 -s 4 -S 2")
+    made = last(shapes)
+    dream = Image.open(made).text["Dream"]
+    assert f"-I {tmp_path / 'in.png'}" in dream and f"-M {tmp_path / 'mask.png'}" in dream
+    monkeypatch.chdir(made.parent)  # elsewhere: the stored command still finds its files
+    assert np.array_equal(pixels(replay(shapes, made)), pixels(made))

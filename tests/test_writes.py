@@ -510,3 +510,30 @@ def test_gpu_only_flags_without_a_gpu_are_refused_at_launch(tiny_config, tmp_pat
     assert main(argv) == 2
     assert capsys.readouterr().err == message
     assert not (tmp_path / "out").exists()  # nothing written: the run never started
+
+
+def test_a_long_run_s_contact_sheet_wraps_into_bands_of_steps():
+    """150 steps side by side made a sheet 19,221 px wide; past BAND steps it wraps, each band
+    the sheet of its own steps, row labels included."""
+    import numpy as np
+
+    from invoke_shell.files import intermediates
+
+    rng = np.random.default_rng(1)
+    frames = [
+        (
+            intermediates.StepInfo(k, 40, 999.0 - 20 * k, 14.0 - 0.3 * k, 1.0),
+            Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)),
+            Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)),
+        )
+        for k in range(1, 41)
+    ]
+    columns = [intermediates.sheet_column(f) for f in frames]
+    sheet = intermediates.contact_sheet(columns)
+    first = intermediates.contact_sheet(columns[: intermediates.BAND])
+    second = intermediates.contact_sheet(columns[intermediates.BAND :])
+    assert sheet.size == (first.width, 2 * first.height)
+    assert np.array_equal(np.asarray(sheet.crop((0, 0, *first.size))), np.asarray(first))
+    below = np.asarray(sheet.crop((0, first.height, second.width, sheet.height)))
+    assert np.array_equal(below, np.asarray(second))
+    assert (np.asarray(sheet.crop((second.width, first.height, sheet.width, sheet.height))) == 255).all()

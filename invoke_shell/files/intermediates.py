@@ -92,14 +92,19 @@ def sheet_column(frame: Frame, min_tile: int = 96) -> Image.Image:
     return labelled_sheet([[xt], [x0]], [label(s)], min_tile=min_tile)
 
 
+BAND = 32  # steps side by side: longer runs wrap, so 150 steps make 5 bands, not a sheet 19,221 px wide
+
+
 def contact_sheet(columns: Sequence[Image.Image]) -> Image.Image:
-    """The steps' columns side by side, x_t above x0: `labelled_sheet` of all the frames at once,
-    pixel for pixel (a step's label is narrower than its tile)."""
-    left, tile = row_labels_width(ROWS), columns[0].width
-    sheet = Image.new("RGB", (left + len(columns) * tile, columns[0].height), (255, 255, 255))
-    for c, column in enumerate(columns):
-        sheet.paste(column, (left + c * tile, 0))
-    draw_row_labels(sheet, ROWS, LABEL_TOP, (sheet.height - LABEL_TOP) // len(ROWS))
+    """The steps' columns side by side, x_t above x0, in bands of at most BAND steps: within a
+    band, `labelled_sheet` of its frames, pixel for pixel (a step's label is narrower than its tile)."""
+    left, tile, band = row_labels_width(ROWS), columns[0].width, columns[0].height
+    bands = [columns[i : i + BAND] for i in range(0, len(columns), BAND)]
+    sheet = Image.new("RGB", (left + min(len(columns), BAND) * tile, len(bands) * band), (255, 255, 255))
+    for b, steps in enumerate(bands):
+        for c, column in enumerate(steps):
+            sheet.paste(column, (left + c * tile, b * band))
+        draw_row_labels(sheet, ROWS, b * band + LABEL_TOP, (band - LABEL_TOP) // len(ROWS))
     return sheet
 
 

@@ -211,7 +211,7 @@ class ModelSession:
         first_seed = self._resolve_seed(line.seed)
         init = mask = None
         if init_path is not None:
-            init, mask, line = self._prepare_init(model, line, init_path)
+            init, mask, line = self._prepare_init(model, line.with_(init_mask=on_disk(line.init_mask)), init_path)
         command = format_request(line.with_(seed=first_seed, init_img=init_path))
         expansion = self._expand_template(line, first_seed)
         self._announce(line, init_path is not None, expansion, inpaint=mask is not None)
@@ -352,9 +352,10 @@ class ModelSession:
         return self._made[seed].request.seed
 
     def _resolve_init(self, init: str | None) -> str | None:
-        """`-I -1` / `-I last`: the image made just before (-2 the one before that)."""
+        """`-I -1` / `-I last`: the image made just before (-2 the one before that); a path, made
+        absolute, so that the command stored in each PNG finds it from any folder."""
         if init is None or not is_recall(init):
-            return init
+            return on_disk(init)
         if self.share:
             raise refuse_recall(f"-I {init}")
         back = 1 if init == "last" else -int(init)
@@ -533,6 +534,11 @@ class ModelSession:
         if key not in self._hashes:
             self._hashes[key] = short_hash(path)
         return self._hashes[key]
+
+
+def on_disk(path: str | None) -> str | None:
+    """A typed path as the command stored in a PNG keeps it: absolute (symbolic links kept)."""
+    return None if path is None else str(Path(path).expanduser().absolute())
 
 
 def is_recall(init: str) -> bool:
