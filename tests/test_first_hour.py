@@ -50,6 +50,10 @@ def test_words_the_model_does_not_know_are_named_once(shapes):
     assert notes == [">> tiny-shapes does not know: shiny, trending, artstation"]
     assert sum(".png  seed" in line for line in lines) == 2  # not refused
     assert not [line for line in said(shapes, "a red circle on a blue background -S 2 -s 4") if "know" in line]
+    with_lora = said(shapes, "a red cross on a blue background <lora:cross:1> -S 2 -s 4")
+    assert [line for line in with_lora if "does not know" in line] == [
+        ">> tiny-shapes does not know: cross (the model alone: a LoRA on the line may)"
+    ]
 
 
 def test_a_real_clip_vocabulary_is_never_second_guessed():

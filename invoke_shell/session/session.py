@@ -438,7 +438,8 @@ class ModelSession:
         if unknown:  # said, not refused: the rest of the prompt still draws
             words = list(unknown)
             more = f" and {len(words) - SHOWN} more" if len(words) > SHOWN else ""
-            self.say(f">> {self.model().info.name} does not know: {', '.join(words[:SHOWN])}{more}")
+            lora = " (the model alone: a LoRA on the line may)" if any(extras.loras(t.prompt) for t in texts) else ""
+            self.say(f">> {self.model().info.name} does not know: {', '.join(words[:SHOWN])}{more}{lora}")
 
     def _make_one(
         self,
