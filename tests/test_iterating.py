@@ -110,7 +110,9 @@ def test_init_image_from_the_previous_output(make_shell, tmp_path):
     assert "-I " + str(out / "000002.2.png") in Image.open(out / "000003.3.png").text["Dream"]
     shell.lines.clear()
     shell.handle("x -I -9")
-    assert "-I -9 looks back 9 image(s)" in shell.lines[-1]
+    assert shell.lines[-1] == (
+        "error: -I -9 looks back 9 image(s), but this session has made 3\n  hint: use -I -1 to -I -3, or give a file path"
+    )
 
 
 def test_grid_of_iterations(make_shell, tmp_path):

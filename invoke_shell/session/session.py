@@ -360,9 +360,10 @@ class ModelSession:
             raise refuse_recall(f"-I {init}")
         back = 1 if init == "last" else -int(init)
         if back > len(self._made):
+            made = len(self._made)
             raise UsageError(
-                f"-I {init} looks back {back} image(s), but this session has made {len(self._made)}",
-                "make an image first, or give a file path after -I",
+                f"-I {init} looks back {back} image(s), but this session has made {made}",
+                f"use -I -1 to -I -{made}, or give a file path" if made else "make an image first, or give a file path",
             )
         return str(self._made[-back].path)
 
