@@ -71,6 +71,7 @@ def test_good_lines(line, expected):
         ("a cat [blurry", "unbalanced [ ]", None),
         ('x -I "open', "unbalanced quote among the switches", None),
         ("x -s 10 stray", "unexpected 'stray' after the switches", "put the whole prompt first"),
+        ("x -I my doodle.png", "unexpected 'doodle.png'", 'a path with spaces goes in quotes: -I "my doodle.png"'),
     ],
 )
 def test_bad_lines_name_the_problem_and_the_fix(line, message, hint):

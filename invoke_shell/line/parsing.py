@@ -232,15 +232,24 @@ def parse_switches(text: str, notes: list[str] | None = None) -> dict[str, Any]:
         ) from None
     values: dict[str, Any] = {}
     i = 0
+    path: tuple[Switch, str] | None = None  # the path just given: a stray word after it is its rest
     while i < len(tokens):
         tok = tokens[i]
         i += 1
-        sw, glued = _lookup(tok)
+        try:
+            sw, glued = _lookup(tok)
+        except UsageError as e:
+            if path is None or _is_switch(tok) or not (path[1] + tok).isprintable():
+                raise
+            shown = f'{path[0].flag} "{path[1]} {tok}"'
+            raise UsageError(e.message, f"a path with spaces goes in quotes: {shown}") from None
+        path = None
         if sw.kind is bool:
             if glued:
                 raise UsageError(f"{sw.shown} takes no value, got {quoted(glued)}", f"write {sw.flag} alone")
             values[sw.name] = True
             continue
+        typed_apart = glued is None  # `-I my doodle.png`, not `-Imy`
         if glued is None:
             if i >= len(tokens):
                 raise UsageError(f"{sw.shown} needs a value", sw.usage())
@@ -249,6 +258,8 @@ def parse_switches(text: str, notes: list[str] | None = None) -> dict[str, Any]:
         while sw.words and i < len(tokens) and not _is_switch(tokens[i]):  # --outcrop top 32 left 16
             glued += " " + tokens[i]
             i += 1
+        if sw.complete == "path" and typed_apart:
+            path = (sw, glued)
         earlier = values.pop(sw.name, None)
         if earlier is not None and notes is not None:
             notes.append(f"{sw.shown} is given twice: the last one is used")
