@@ -172,6 +172,7 @@ def test_import_and_delete_edit_models_yaml_keeping_comments_and_weights(models,
         ),
         (lambda p: p.write_bytes(b"not a checkpoint at all"), "is not a safetensors checkpoint"),
         (lambda p: p.mkdir(), "a folder without model_index.json"),
+        (lambda p: p.with_suffix(".png").write_bytes(b"\x89PNG"), "thing.png is not a model"),
         (None, "does not exist"),
     ],
 )
@@ -183,7 +184,7 @@ def test_import_refuses_what_it_cannot_load_and_changes_nothing(models, tmp_path
     if make is not None:
         make(target)
     if make is not None and not target.exists():
-        target = target.with_suffix(".ckpt")
+        target = next(p for p in tmp_path.glob("thing.*") if p.suffix in (".ckpt", ".png"))
     shell, lines, loads = shell_on(config, tmp_path / "out")
     try:
         lines.clear()
@@ -205,5 +206,8 @@ def test_import_detects_a_lora_and_refuses_it(models, tmp_path):
         lines.clear()
         shell.handle(f"!import_model {lora}")
         assert "it looks like a LoRA" in lines[0]
+        assert lines[0].endswith(
+            "hint: a LoRA is not a model: put it in the LoRA folder (--loras DIR) and name it in a prompt, <lora:NAME:0.8>"
+        )
     finally:
         shell.close()

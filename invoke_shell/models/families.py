@@ -129,10 +129,15 @@ def detect(shapes: dict[str, list[int]], name: str) -> Detected:
             else "not a Stable Diffusion model"
         )
         example = next(iter(shapes), "nothing")
+        hint = {
+            "a LoRA": "a LoRA is not a model: put it in the LoRA folder (--loras DIR) and name it in a "
+            "prompt, <lora:NAME:0.8>",
+            "a VAE": "a separate VAE goes in a models.yaml entry's `vae:`, beside a full checkpoint in `path:`",
+        }.get(what, "point `path:` at a full checkpoint; a separate VAE goes in `vae:`")
         raise UsageError(
             f"{name} has no Stable Diffusion UNet (no {UNET}* keys; it holds {len(shapes)} "
             f"tensor{'' if len(shapes) == 1 else 's'} such as {example!r}): it looks like {what}",
-            "point `path:` at a full checkpoint; a separate VAE goes in `vae:`",
+            hint,
         )
     family = next((f for f, key in TEXT_KEYS.items() if key in shapes), None)
     if family is None:

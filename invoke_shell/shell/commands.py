@@ -89,7 +89,7 @@ def _models(shell: Host, args: str) -> None:
 
 def _import_model(shell: Host, args: str) -> None:
     from invoke_shell.models import config_edit
-    from invoke_shell.models.catalog import folder_family, human_size
+    from invoke_shell.models.catalog import PICKLE_SUFFIXES, folder_family, human_size
 
     if not args:
         raise UsageError(
@@ -114,11 +114,16 @@ def _import_model(shell: Host, args: str) -> None:
 
         family = detect(read_header(path), path.name).family.label  # a LoRA, a VAE or a damaged file is refused here
         kind, size = "single file", path.stat().st_size
-    else:
+    elif path.suffix.lower() in PICKLE_SUFFIXES:
         raise UsageError(
             f"{path.name}: only .safetensors checkpoints and diffusers folders are imported",
             "a pickle checkpoint (.ckpt) can run arbitrary code when loaded: convert it to .safetensors, "
             "or add it to models.yaml by hand with allow_pickle: true",
+        )
+    else:
+        raise UsageError(
+            f"{path.name} is not a model: only .safetensors checkpoints and diffusers folders are imported",
+            "give the path of a .safetensors file or a diffusers folder",
         )
     shell.print(f">> {path.name}: {family}, {kind}, {human_size(size)}")
     name = shell.ask("name", _free_name(path.stem, shell.registry))
