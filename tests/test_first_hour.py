@@ -116,6 +116,8 @@ def test_variation_lines_name_the_variation(shapes):
     assert len(lines) == 3
     chains = [line.split("-V ")[1].split()[0] for line in lines]
     assert all(c.endswith(":0.2") for c in chains) and len(set(chains)) == 3  # each its own variation seed
+    history = said(shapes, "!history 3")
+    assert [row.split("-V ")[1].split()[0] for row in history[:3]] == chains  # told apart there too
 
 
 def test_an_8_image_grid_has_no_empty_cell_and_gaps_between_tiles(shapes):

@@ -86,6 +86,7 @@ def test_history_recall_and_fetch_in_the_shell(make_shell, tmp_path):
     shell.lines.clear()
     shell.handle("!history")
     assert "000001.11.png" in shell.lines[0] and "000002.22.png" in shell.lines[1]
+    assert shell.lines[0].split()[2] == "seed"  # one model this session: not named on every row
     shell.lines.clear()
     shell.handle("!2")  # piped: the command is printed for the user to copy
     assert shell.lines == ['"second" -s 6 -S 22 -W 64 -H 64 -C 7.5 -A ddim']

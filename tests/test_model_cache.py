@@ -81,6 +81,13 @@ def test_switching_back_takes_the_model_from_the_cache_without_reading_weights(m
         assert not np.array_equal(pixels(out / "000002.4.png"), pixels(out / "000001.4.png"))
         assert json.loads(Image.open(out / "000003.4.png").text["sd-metadata"])["model_weights"] == "one"
         assert shell.worker.status().cached == ("two",)
+        lines.clear()
+        shell.handle("!history")  # several models this session: each row names its own
+        assert [row.split()[1:3] for row in lines[:3]] == [
+            ["000001.4.png", "one"],
+            ["000002.4.png", "two"],
+            ["000003.4.png", "one"],
+        ]
 
         shell.handle("!switch three")  # two models in memory at most: the least recently used (two) goes
         shell.handle("!switch two")

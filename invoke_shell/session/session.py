@@ -290,7 +290,7 @@ class ModelSession:
         if last.path is None:  # it was never on disk: from now on -I -1, !history and !show see this copy
             self._last = replace(last, path=path)
             with self._lock:
-                self._made.append(Made(last.request, path, last.steps_run, last.seconds))
+                self._made.append(Made(last.request, path, last.steps_run, last.seconds, last.model.name))
         self.say(f">> saved {path}")
 
     def close(self) -> None:
@@ -510,7 +510,7 @@ class ModelSession:
         if note:
             self.say(f">> note: {note}")
         with self._lock:
-            self._made.append(Made(req, path, result.steps_run, result.seconds))
+            self._made.append(Made(req, path, result.steps_run, result.seconds, model.info.name))
         self.say(f"{path}  seed {req.seed}{what_varies(line, req)}  {result.steps_run} steps  {result.seconds:.2f} s")
         if steps is not None:
             folder = outputs.intermediates_dir(path)

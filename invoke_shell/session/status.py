@@ -26,6 +26,7 @@ class Made:
     path: Path
     steps_run: int
     seconds: float
+    model: str = ""  # the model's name in models.yaml
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from invoke_shell.errors import UsageError, did_you_mean, escaped, named
 from invoke_shell.files.fetch import fetch, fetch_template, listing
 from invoke_shell.line.parsing import format_request, parse_switches
 from invoke_shell.line.requests import hires_size
-from invoke_shell.line.switches import help_text
+from invoke_shell.line.switches import format_variations, help_text
 from invoke_shell.models.registry import ModelEntry, Registry
 from invoke_shell.session.session import ModelSession
 from invoke_shell.session.status import Made
@@ -192,13 +192,17 @@ def _history(shell: Host, args: str) -> None:
     count = int(args) if args else 20
     if not made:
         shell.print(">> no images made yet this session")
+    models = {m.model for m in made}
     for i, m in list(enumerate(made, 1))[-count:]:
         r = m.request
         prompt = r.prompt if len(r.prompt) <= 48 else r.prompt[:45] + "..."
         kind = f"{r.kind} -f {r.strength:.2f}" if r.init_img is not None else r.kind  # strength: what an edit kept
+        if r.with_variations:  # what tells the images of a -v line apart
+            kind += f" -V {format_variations(r.with_variations)}"
         width, height = hires_size(r) or (r.width, r.height)  # a hires pass: the size of the file
+        model = f"{m.model}  " if len(models) > 1 else ""  # named once the session has used several
         shell.print(
-            f"{i:>4}  {m.path.name:<22} seed {r.seed:<10} {f'{width}x{height}':<9} {r.sampler:<15} "
+            f"{i:>4}  {m.path.name:<22} {model}seed {r.seed:<10} {f'{width}x{height}':<9} {r.sampler:<15} "
             f'{kind:<16} {m.steps_run:>3} steps {m.seconds:5.2f} s  "{prompt}"'
         )
     if made:
