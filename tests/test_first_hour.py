@@ -127,3 +127,19 @@ def test_an_8_image_grid_has_no_empty_cell_and_gaps_between_tiles(shapes):
     assert (grid[64:68] == 255).all() and (grid[:, 64:68] == 255).all()  # white gaps
     tiles = [grid[r * 68 : r * 68 + 64, c * 68 : c * 68 + 64] for r in range(2) for c in range(4)]
     assert all(t.mean() > 40 for t in tiles)  # every cell holds a picture (blue background, red circle)
+
+
+def test_fetch_of_a_sheet_or_a_grid_brings_back_its_whole_line(shapes):
+    """An image's PNG records that image; a sheet's records the line that made all of it, so
+    `!fetch` of a sweep sheet or a grid puts the sweep, -n and -g back at the prompt."""
+    lines = said(shapes, "a red circle on a blue background -S 3 -s 2 -C 1,3 -A ddim,k_euler_a")
+    sheet = next(line for line in lines if "sweep sheet" in line).split()[0]
+    assert said(shapes, f"!fetch {sheet}")[-1] == (
+        '"a red circle on a blue background" -s 2 -S 3 -W 64 -H 64 -C 1.0,3.0 -A ddim,k_euler_a'
+    )
+    lines = said(shapes, "a red circle on a blue background -S 4 -s 2 -n 2 -g")
+    grid = next(line for line in lines if "grid of 2" in line).split()[0]
+    fetched = said(shapes, f"!fetch {grid}")[-1]
+    assert fetched.endswith("-n 2 -g") and "-S 4" in fetched
+    one = next(line for line in lines if ".png  seed 4" in line).split()[0]
+    assert "-n 2" not in said(shapes, f"!fetch {one}")[-1]  # an image of it: that one image

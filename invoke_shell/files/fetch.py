@@ -23,6 +23,7 @@ from PIL import PngImagePlugin
 
 from invoke_shell.errors import UsageError, escaped
 from invoke_shell.files.inputs import BROKEN, failure, open_image
+from invoke_shell.files.outputs import SHEET_KEY
 from invoke_shell.line.parsing import build_line, convert, drop_unknown_switches, format_request, parse_line
 from invoke_shell.line.requests import LineRequest
 from invoke_shell.line.switches import BY_NAME, SWITCHES
@@ -58,7 +59,7 @@ def read_chunks(path: Path) -> dict[str, str]:
             text = im.info  # the chunks before the pixels, read with the header
             if not any(k in text for k in KEYS) and isinstance(im, PngImagePlugin.PngImageFile):
                 text = im.text  # chunks after the pixels are found only by decoding them
-            chunks = {k: text[k] for k in KEYS if isinstance(text.get(k), str)}
+            chunks = {k: text[k] for k in (*KEYS, SHEET_KEY) if isinstance(text.get(k), str)}
     except BROKEN as e:
         raise failure(e, path, name) from None
     for key, value in chunks.items():
@@ -75,11 +76,17 @@ def fetch(path: Path, model_defaults: Mapping[str, Any]) -> Fetched:
     name = escaped(str(path))
     chunks = read_chunks(path)
     refused = ""
+    sheet = SHEET_KEY in chunks  # a sheet or grid of ours: its sweeps, -n and -g come back with it
     for key, read in (("Dream", _from_dream), ("sd-metadata", from_invokeai_json), ("parameters", from_a1111)):
         if not chunks.get(key):
             continue
         try:
-            got = _checked(read(chunks[key], model_defaults), model_defaults)
+            got = _checked(
+                _from_dream(chunks[key], model_defaults, whole_line=True)
+                if key == "Dream" and sheet
+                else read(chunks[key], model_defaults),
+                model_defaults,
+            )
         except UsageError as e:
             if key != "Dream":
                 raise UsageError(f"{name}: {escaped(e.message, 300)}", e.hint) from None

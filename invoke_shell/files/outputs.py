@@ -109,11 +109,10 @@ def write_mask(image_path: Path, mask: Image.Image) -> Path:
 def write_sheet(
     outdir: Path, seed: int, image: Image.Image, command: str, suffix: str, layout: dict[str, Any] | None = None
 ) -> tuple[Path, str | None]:
-    """A grid or labelled sheet, storing the command of the whole line and, for a labelled one,
-    what each cell shows (`invoke-sheet`: its labels and the file of each image)."""
-    chunks = {"Dream": command}
-    if layout is not None:
-        chunks[SHEET_KEY] = json.dumps(layout)
+    """A grid or labelled sheet, storing the command of the whole line (which `!fetch` brings back
+    whole, sweeps and -n included) and what each cell shows (`invoke-sheet`: the file of each
+    image, a labelled sheet's labels)."""
+    chunks = {"Dream": command, SHEET_KEY: json.dumps(layout or {})}
     path = _write_png(samples_dir(outdir), seed, image, chunks, suffix=suffix)
     return path, _log_or_note(outdir, command, path)
 

@@ -276,7 +276,9 @@ class ModelSession:
         elif line.grid and len(images) > 1:
             from invoke_shell.files.sheets import grid
 
-            path = self._write_sheet(outdir, first_seed, grid(images), command, ".grid")
+            path = self._write_sheet(
+                outdir, first_seed, grid(images), command, ".grid", {"files": [p.name for p in written]}
+            )
             self.say(f"{path}  grid of {len(images)} images")
             written.append(path)
         return written
