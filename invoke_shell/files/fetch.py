@@ -11,6 +11,7 @@ printed unescaped.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import unicodedata
@@ -76,17 +77,13 @@ def fetch(path: Path, model_defaults: Mapping[str, Any]) -> Fetched:
     name = escaped(str(path))
     chunks = read_chunks(path)
     refused = ""
-    sheet = SHEET_KEY in chunks  # a sheet or grid of ours: its sweeps, -n and -g come back with it
-    for key, read in (("Dream", _from_dream), ("sd-metadata", from_invokeai_json), ("parameters", from_a1111)):
+    # a sheet or grid of ours records its whole line: its sweeps, -n and -g come back with it
+    dream = functools.partial(_from_dream, whole_line=True) if SHEET_KEY in chunks else _from_dream
+    for key, read in (("Dream", dream), ("sd-metadata", from_invokeai_json), ("parameters", from_a1111)):
         if not chunks.get(key):
             continue
         try:
-            got = _checked(
-                _from_dream(chunks[key], model_defaults, whole_line=True)
-                if key == "Dream" and sheet
-                else read(chunks[key], model_defaults),
-                model_defaults,
-            )
+            got = _checked(read(chunks[key], model_defaults), model_defaults)
         except UsageError as e:
             if key != "Dream":
                 raise UsageError(f"{name}: {escaped(e.message, 300)}", e.hint) from None
