@@ -49,6 +49,7 @@ class Shell:
         self.interactive = False  # in a terminal: lines queue up and the prompt comes back at once
         self.last_line: Ticket | None = None  # the last line typed: its errors need no reminder of it
         self.replaying = False  # running a !replay file
+        self._drawn: tuple[Any, list[tuple[str, str]]] | None = None  # the live preview and its toolbar rows
         self.worker = Worker(session, on_error=self._report_background_error)
         self.wildcard_names = session.templates.names  # for completion after __
         self.lora_names = lambda: names(session.addons.loras, LORA_SUFFIXES)  # and after <lora:
@@ -312,7 +313,9 @@ class Shell:
             return text
         from invoke_shell.shell.terminal_view import toolbar_rows
 
-        return [*toolbar_rows(status.preview), ("", text)]
+        if self._drawn is None or self._drawn[0] is not status.preview:  # redrawn 4x a second, made once a step
+            self._drawn = (status.preview, toolbar_rows(status.preview))
+        return [*self._drawn[1], ("", text)]
 
 
 def _columns() -> int:
