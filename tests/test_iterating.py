@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import DEFAULTS
@@ -114,6 +115,16 @@ def test_init_image_from_the_previous_output(make_shell, tmp_path):
     assert shell.lines[-1] == (
         "error: -I -9 looks back 9 image(s), but this session has made 3\n  hint: use -I -1 to -I -3, or give a file path"
     )
+
+
+def test_recalled_init_is_stored_absolute_under_a_relative_outdir(make_shell, tmp_path, monkeypatch):
+    # launched as `invoke-shell --outdir out`: the PNG's command must still find its init from elsewhere
+    monkeypatch.chdir(tmp_path)
+    shell = make_shell(outdir=Path("out"))
+    shell.handle("base -S 1 -s 4")
+    shell.handle("refine -I -1 -f 0.5 -S 2 -s 4")
+    out = tmp_path / "out" / "img-samples"
+    assert "-I " + str(out / "000001.1.png") + " " in Image.open(out / "000002.2.png").text["Dream"]
 
 
 def test_grid_of_iterations(make_shell, tmp_path):

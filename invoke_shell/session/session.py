@@ -367,7 +367,7 @@ class ModelSession:
                 f"-I {init} looks back {back} image(s), but this session has made {made}",
                 f"use -I -1 to -I -{made}, or give a file path" if made else "make an image first, or give a file path",
             )
-        return str(self._made[-back].path)
+        return on_disk(str(self._made[-back].path))  # absolute even under a relative --outdir
 
     def _expand_template(self, line: LineRequest, seed: int) -> Expansion | None:
         if not is_template(line.prompt):

@@ -245,14 +245,18 @@ def _fetch(shell: Host, args: str) -> None:
     shell.edit(got.command)
 
 
+def existing_file(typed: str, hint: str) -> Path:
+    """The file a command names, or one message that says whether it is missing or a folder."""
+    path = Path(typed).expanduser()
+    if not path.is_file():
+        raise UsageError(f"{typed} {'is not a file' if path.exists() else 'does not exist'}", hint)
+    return path
+
+
 def _replay(shell: Host, args: str) -> None:
     if not args:
         raise UsageError("!replay needs a file of commands", "e.g. !replay prompts.txt")
-    path = Path(args).expanduser()
-    if not path.is_file():
-        what = "is not a file" if path.exists() else "does not exist"
-        raise UsageError(f"{args} {what}", "give a text file with one command per line")
-    shell.replay(path)
+    shell.replay(existing_file(args, "give a text file with one command per line"))
 
 
 def _schedule(shell: Host, args: str) -> None:
@@ -321,12 +325,7 @@ def _show(shell: Host, args: str) -> None:
             )
         path = made[-back].path
     else:
-        path = Path(arg).expanduser()
-        if not path.is_file():
-            raise UsageError(
-                f"{arg} {'is not a file' if path.exists() else 'does not exist'}",
-                "give a PNG (an image, a contact_sheet.png, a schedule plot) or -N",
-            )
+        path = existing_file(arg, "give a PNG (an image, a contact_sheet.png, a schedule plot) or -N")
     if not can_draw():
         shell.print(f">> not drawing {path}: the output is not a terminal that shows pictures")
         return
