@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 LINE = 11  # height of one line of Pillow's default font, with a pixel of air
 PAD = 4
+GAP = 4  # pixels of white between the tiles of a grid or a sweep sheet
 
 
 @functools.cache
@@ -32,36 +33,45 @@ def drawing(im: Image.Image) -> ImageDraw.ImageDraw:
     return draw
 
 
+def spaced(label: str) -> str:
+    """A label as drawn: the default font's space is 2 px, which ran `-A ddim` together as
+    `-Addim`; two spaces read as one."""
+    return label.replace(" ", "  ")
+
+
 def labelled_sheet(
     rows: Sequence[Sequence[Image.Image | None]],
     col_labels: Sequence[str] = (),
     row_labels: Sequence[str] = (),
     min_tile: int = 0,
+    gap: int = 0,
 ) -> Image.Image:
     """Tiles in rows (None leaves a cell empty), each column and row labelled; labels may hold
-    several lines. Tiles are scaled up by a whole factor (no blur) until they are `min_tile` wide."""
+    several lines. Tiles are scaled up by a whole factor (no blur) until they are `min_tile` wide,
+    `gap` white pixels apart (a sweep's tiles of one background otherwise run together)."""
     first = next(im for row in rows for im in row if im is not None)
     scale = max(1, -(-min_tile // first.width))
     tw, th = first.width * scale, first.height * scale
     left = row_labels_width(row_labels)
     top = col_labels_height(col_labels)
     cols = max(len(row) for row in rows)
-    sheet = Image.new("RGB", (left + cols * tw, top + len(rows) * th), (255, 255, 255))
+    sheet = Image.new("RGB", (left + cols * (tw + gap) - gap, top + len(rows) * (th + gap) - gap), (255, 255, 255))
     draw = drawing(sheet)
     for c, label in enumerate(col_labels):
-        draw.multiline_text((left + c * tw + 2, 2), label, fill=(0, 0, 0), spacing=0)
-    draw_row_labels(sheet, row_labels, top, th)
+        draw.multiline_text((left + c * (tw + gap) + 2, 2), spaced(label), fill=(0, 0, 0), spacing=0)
+    draw_row_labels(sheet, row_labels, top, th, gap)
     for r, row in enumerate(rows):
         for c, im in enumerate(row):
             if im is not None:
-                sheet.paste(im.convert("RGB").resize((tw, th), Image.Resampling.NEAREST), (left + c * tw, top + r * th))
+                tile = im.convert("RGB").resize((tw, th), Image.Resampling.NEAREST)
+                sheet.paste(tile, (left + c * (tw + gap), top + r * (th + gap)))
     return sheet
 
 
 def row_labels_width(row_labels: Sequence[str]) -> int:
     """Pixels left of the first column: the widest row label and its padding (none: 0)."""
     measure = drawing(Image.new("RGB", (1, 1)))
-    return max((int(measure.multiline_textbbox((0, 0), t)[2]) for t in row_labels), default=-2 * PAD) + 2 * PAD
+    return max((int(measure.multiline_textbbox((0, 0), spaced(t))[2]) for t in row_labels), default=-2 * PAD) + 2 * PAD
 
 
 def col_labels_height(col_labels: Sequence[str]) -> int:
@@ -69,29 +79,28 @@ def col_labels_height(col_labels: Sequence[str]) -> int:
     return max((t.count("\n") + 1 for t in col_labels), default=0) * LINE + (PAD if col_labels else 0)
 
 
-def draw_row_labels(sheet: Image.Image, row_labels: Sequence[str], top: int, tile_height: int) -> None:
+def draw_row_labels(sheet: Image.Image, row_labels: Sequence[str], top: int, tile_height: int, gap: int = 0) -> None:
     """Each row's label left of its tiles, centred on them."""
     draw = drawing(sheet)
     for r, text in enumerate(row_labels):
         lines = text.count("\n") + 1
-        y = top + r * tile_height + (tile_height - lines * LINE) // 2
-        draw.multiline_text((PAD, y), text, fill=(0, 0, 0), spacing=0)
+        y = top + r * (tile_height + gap) + (tile_height - lines * LINE) // 2
+        draw.multiline_text((PAD, y), spaced(text), fill=(0, 0, 0), spacing=0)
 
 
 def labelled_tiles(
     rows: Sequence[Sequence[Image.Image | None]], labels: Sequence[Sequence[str]], min_tile: int = 0
 ) -> Image.Image:
     """Tiles in rows, each with its own label above it (a band per row of tiles)."""
-    bands = [labelled_sheet([row], row_labels, min_tile=min_tile) for row, row_labels in zip(rows, labels, strict=True)]
+    bands = [
+        labelled_sheet([row], row_labels, min_tile=min_tile, gap=GAP) for row, row_labels in zip(rows, labels, strict=True)
+    ]
     sheet = Image.new("RGB", (max(b.width for b in bands), sum(b.height for b in bands)), (255, 255, 255))
     top = 0
     for band in bands:
         sheet.paste(band, (0, top))
         top += band.height
     return sheet
-
-
-GAP = 4  # pixels of white between the tiles of a grid
 
 
 def grid_shape(count: int) -> tuple[int, int]:

@@ -44,7 +44,7 @@ class SheetPlan:
     ) -> tuple[Image.Image, dict[str, Any]]:
         """The sheet and its record. `first_column` (a picture and its path) heads every row of a
         rows x columns sheet: the init image a strength sweep starts from."""
-        from invoke_shell.files.sheets import labelled_sheet, labelled_tiles
+        from invoke_shell.files.sheets import GAP, labelled_sheet, labelled_tiles
 
         cells = [[images[i] if i is not None else None for i in row] for row in self.cells]
         record = self.record(files)
@@ -55,7 +55,7 @@ class SheetPlan:
             picture, path = first_column
             cells = [[picture, *row] for row in cells]
             col_labels, record["first_column"] = ("init image", *col_labels), path
-        return labelled_sheet(cells, col_labels, self.row_labels, min_tile=128), record
+        return labelled_sheet(cells, col_labels, self.row_labels, min_tile=128, gap=GAP), record
 
 
 def plan(line: LineRequest, images: list[ImageRequest], expansion: Expansion | None) -> SheetPlan | None:
