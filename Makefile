@@ -29,7 +29,7 @@ lint: install
 	$(BIN)/mypy
 
 train: install
-	$(BIN)/python -m invoke_shell.models.tiny_shapes.train --out build/tiny_shapes_model  # from nothing; the shipped model is four runs (README)
+	$(BIN)/python -m invoke_shell.models.tiny_shapes.train --out build/tiny_shapes_model  # from nothing; the shipped model is five runs (README)
 
 evaluate: install
 	$(BIN)/python -m invoke_shell.models.tiny_shapes.evaluate

@@ -16,7 +16,7 @@ Stages (each logged with its time):
      the drawing the caption describes (high noise), the shape later than the colours; EMA weights;
   6. fit the 4x3 latent-to-RGB preview map, save the pipeline (safetensors) and training.json.
 
-The shipped model was made in four runs, each from the one before (each run's arguments and
+The shipped model was made in five runs, each from the one before (each run's arguments and
 figures are nested in training.json under `initialised_from_run`): one from nothing with the
 plain grammar only; a fine-tune of its UNet and text encoder on natural captions with wrong
 colours, keeping its VAE and preview decoder:
@@ -29,6 +29,13 @@ then two with wrong shape words too, so that img2img keeps the init's shape at l
 
     python -m invoke_shell.models.tiny_shapes.train --vae MODEL --init MODEL --steps 500 \
         --lr 2e-4 --warmup 30 --ema 0.99 --wrong_shape 0.6 --shape_from 600 --shape_ramp 100
+
+and last one that moves the colours' change-over between where strength 0.5 and 0.6 start (441
+and 561 with 25 ddim steps), so that the init's shape carries through at 0.5:
+
+    python -m invoke_shell.models.tiny_shapes.train --vae MODEL --init MODEL --steps 500 \
+        --lr 2e-4 --warmup 30 --ema 0.99 --wrong_shape 0.6 --colour_from 460 --ramp 90 \
+        --shape_from 600 --shape_ramp 80
 
 Checkpoints with optimizer state go to --work so an interrupted run resumes.
 """

@@ -182,8 +182,13 @@ def main(argv: list[str] | None = None) -> None:
     lora = OUT / "cross.safetensors" if args.eval_only else train(args)
     figures = evaluate(lora, args.eval_prompts, seed=args.seed)
     log(json.dumps(figures))
-    record = {"args": vars(args), "evaluation": figures}
     previous = OUT / "cross.json"
+    if args.eval_only and previous.exists():  # re-measured (on a new base model): the training record stays
+        record = json.loads(previous.read_text())
+        record["evaluation"] = figures
+        previous.write_text(json.dumps(record, indent=1) + "\n")
+        return
+    record = {"args": vars(args), "evaluation": figures}
     if args.resume and previous.exists():  # the runs it went on from, oldest first
         earlier = json.loads(previous.read_text())
         record["resumed_from"] = [*earlier.pop("resumed_from", []), earlier]
