@@ -24,8 +24,8 @@ test: install
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check invoke_shell tests benchmarks configs
-	$(BIN)/ruff format --check invoke_shell tests benchmarks configs
+	$(BIN)/ruff check invoke_shell tests benchmarks configs docs
+	$(BIN)/ruff format --check invoke_shell tests benchmarks configs docs
 	$(BIN)/mypy
 
 train: install

@@ -53,9 +53,10 @@ def checkered(im: Image.Image, cell: int = 8) -> Image.Image:
     return board
 
 
-def strip(tiles: list[tuple[str, Image.Image]], scale: int = 2) -> Image.Image:
-    """Pictures of different sizes side by side, top-aligned, each with its label above it."""
-    tiles = [(label, im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)) for label, im in tiles]
+def strip(tiles: list[tuple[str, Image.Image, int]]) -> Image.Image:
+    """Pictures of different sizes side by side, top-aligned, each with its label above it and
+    enlarged by its own whole factor (a hires pass is already twice the size)."""
+    tiles = [(label, im.resize((im.width * k, im.height * k), Image.Resampling.NEAREST)) for label, im, k in tiles]
     top = LINE + PAD
     width = sum(im.width for _, im in tiles) + GAP * (len(tiles) - 1)
     sheet = Image.new("RGB", (width, top + max(im.height for _, im in tiles)), (255, 255, 255))
@@ -77,13 +78,13 @@ def main() -> None:
         made = sorted((folder / "out" / "img-samples").glob("0*.png"))
         out = {int(p.name[:6]): p for p in made if not p.name.endswith(".mask.png")}
         tiles = [
-            ("doodle.png", checkered(Image.open(folder / "doodle.png"))),
-            ("transparency inpaint", Image.open(out[1])),
-            ("300x200 --fit", Image.open(out[2])),
-            ("txt2img", Image.open(out[3])),
-            ("-M disc.png", Image.open(out[4])),
-            ("--outcrop right 32", Image.open(out[5])),
-            ("--hires_fix", Image.open(out[6])),
+            ("doodle.png", checkered(Image.open(folder / "doodle.png")), 2),
+            ("transparency inpaint", Image.open(out[1]), 2),
+            ("300x200 --fit", Image.open(out[2]), 2),
+            ("txt2img", Image.open(out[3]), 2),
+            ("-M disc.png", Image.open(out[4]), 2),
+            ("--outcrop right 32", Image.open(out[5]), 2),
+            ("--hires_fix (128x128)", Image.open(out[6]), 1),
         ]
         target = Path(__file__).with_name("init_images.png")
         strip(tiles).save(target)

@@ -115,7 +115,10 @@ def test_strength_sweep_makes_one_image_per_value_and_a_sheet(make_shell, tmp_pa
     assert len(made) == 5
     assert [json.loads(Image.open(p).text["sd-metadata"])["image"]["steps_run"] for p in made] == [2, 4, 6, 8, 10]
     sheet = Image.open(out / "000007.9.sweep.png")
-    assert sheet.size == (6 * 128 + 5 * 4, 15 + 128)  # column labels above the init image and five 128-pixel tiles, 4 px apart
+    assert sheet.size == (
+        6 * 128 + 5 * 4,
+        15 + 128,
+    )  # column labels above the init image and five 128-pixel tiles, 4 px apart
     assert "-f 0.2,0.4,0.6,0.8,1.0" in sheet.text["Dream"]
 
 
@@ -125,7 +128,9 @@ def test_two_lists_make_a_labelled_grid(make_shell, tmp_path):
     out = tmp_path / "out" / "img-samples"
     assert len(list(out.glob("*.4.png"))) == 6
     width, height = Image.open(out / "000007.4.sweep.png").size
-    assert height == 15 + 2 * 128 + 4 and 3 * 128 + 2 * 4 + 20 < width < 3 * 128 + 2 * 4 + 60  # row labels (-s 2, -s 3) on the left
+    assert (
+        height == 15 + 2 * 128 + 4 and 3 * 128 + 2 * 4 + 20 < width < 3 * 128 + 2 * 4 + 60
+    )  # row labels (-s 2, -s 3) on the left
 
 
 def test_exact_steps_runs_the_asked_count_and_records_both(make_shell, tmp_path):

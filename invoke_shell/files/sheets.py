@@ -93,7 +93,8 @@ def labelled_tiles(
 ) -> Image.Image:
     """Tiles in rows, each with its own label above it (a band per row of tiles)."""
     bands = [
-        labelled_sheet([row], row_labels, min_tile=min_tile, gap=GAP) for row, row_labels in zip(rows, labels, strict=True)
+        labelled_sheet([row], row_labels, min_tile=min_tile, gap=GAP)
+        for row, row_labels in zip(rows, labels, strict=True)
     ]
     sheet = Image.new("RGB", (max(b.width for b in bands), sum(b.height for b in bands)), (255, 255, 255))
     top = 0
