@@ -36,6 +36,7 @@ def test_a_line_over_the_time_limit_is_refused_with_the_estimate_and_the_flag(sh
     text = "\n".join(shell.lines)
     assert "error: 1 image(s) at 512x512 would take about" in text and "over the 0 s limit" in text
     assert "--max_seconds N" in text
+    assert not any("was trained at" in line for line in shell.lines)  # a refused line: its error alone
     shell.handle("a red circle -s 2 -S 4")  # native size: never estimated, runs
     assert _pngs(tmp_path) == ["000001.4.png"]
 

@@ -238,8 +238,8 @@ class ModelSession:
         if not mine:
             return []  # the other processes make this line's images
         requests = [requests[k] for k in mine]
+        check_cost(model.engine, requests, self.limits, self.say)  # a refused line gets its error alone
         note_size(model.engine, model.info.name, requests, self.say)
-        check_cost(model.engine, requests, self.limits, self.say)
         pending: list[Finishing] = []
         images, written = [], []
         started = time.perf_counter()
