@@ -15,7 +15,7 @@ from invoke_shell.line.requests import ImageRequest
 
 
 def req(**kw) -> ImageRequest:
-    base = dict(prompt="a red circle [blurry]", steps=6, cfg_scale=7.5, sampler="k_lms", width=64, height=64)
+    base = dict(prompt="a red circle [a blue square]", steps=6, cfg_scale=7.5, sampler="k_lms", width=64, height=64)
     base.update(kw)
     return ImageRequest(**base)
 
@@ -36,7 +36,7 @@ def test_txt2img_equals_diffusers_pipeline(engine, tiny_pipe, sampler):
     )
     ref = ref_pipe(
         "a red circle",
-        negative_prompt="blurry",
+        negative_prompt="a blue square",
         num_inference_steps=6,
         guidance_scale=7.5,
         height=64,
@@ -45,6 +45,16 @@ def test_txt2img_equals_diffusers_pipeline(engine, tiny_pipe, sampler):
         output_type="np",
     ).images[0]
     assert np.abs(ours.pixels - ref).max() <= 1e-4
+
+
+def test_words_a_closed_vocabulary_lacks_are_left_out_of_what_it_reads(engine):
+    # spelled letter by letter they changed tiny-shapes' colours; the PNG keeps the line as typed
+    typed = engine.generate(req(prompt="please draw a red circle, trending on artstation [blurry]", seed=5))
+    known = engine.generate(req(prompt="a red circle, on", seed=5))
+    assert np.array_equal(typed.pixels, known.pixels)
+    assert not np.array_equal(
+        typed.pixels, engine.generate(req(prompt="a red circle, on [a blue square]", seed=5)).pixels
+    )
 
 
 def test_img2img_equals_diffusers_pipeline(engine, tiny_pipe, init_image):
@@ -56,7 +66,7 @@ def test_img2img_equals_diffusers_pipeline(engine, tiny_pipe, init_image):
     )
     ref = ref_pipe(
         "a red circle",
-        negative_prompt="blurry",
+        negative_prompt="a blue square",
         image=init_image,
         strength=0.7,
         num_inference_steps=10,
@@ -132,7 +142,7 @@ def test_steps_report_diffusers_latents_and_a_sensible_x0(engine, tiny_pipe, sam
     )
     pipe(
         "a red circle",
-        negative_prompt="blurry",
+        negative_prompt="a blue square",
         num_inference_steps=8,
         guidance_scale=7.5,
         height=64,
@@ -161,13 +171,15 @@ def test_the_text_encoder_runs_once_for_repeated_prompts_and_the_pictures_stay_e
     hook = engine.txt2img.text_encoder.register_forward_hook(lambda *a: calls.append(1))
     try:
         engine.prompts.forget()
-        first = engine.generate(req(seed=3, prompt="a cached prompt [a negative]"))
+        first = engine.generate(req(seed=3, prompt="a red circle on blue [a green square]"))
         encoded = len(calls)
-        again = engine.generate(req(seed=3, prompt="a cached prompt [a negative]"))
-        other = engine.generate(req(seed=3, prompt="a cached prompt [a cat]"))  # fits the encoder window
+        again = engine.generate(req(seed=3, prompt="a red circle on blue [a green square]"))
+        other = engine.generate(
+            req(seed=3, prompt="a red circle on blue [a yellow triangle]")
+        )  # fits the encoder window
         assert encoded == 2 and len(calls) == 4  # prompt and negative once; a new pair encodes both
         engine.prompts.forget()
-        fresh = engine.generate(req(seed=3, prompt="a cached prompt [a negative]"))
+        fresh = engine.generate(req(seed=3, prompt="a red circle on blue [a green square]"))
     finally:
         hook.remove()
     assert np.array_equal(first.pixels, again.pixels) and np.array_equal(first.pixels, fresh.pixels)
@@ -183,7 +195,9 @@ def test_pipeline_views_are_built_once_and_each_request_gets_its_own_scheduler(e
     engine.generate(req(seed=2, init_img="x.png", strength=0.5, sampler="ddim"), init_image=init_image)
     assert engine._views == views  # no new pipeline objects
     assert type(views["txt2img"].scheduler).__name__ == "EulerDiscreteScheduler"
-    assert views["txt2img"].scheduler is not first and set(views) == {"txt2img", "img2img"}
+    assert views["txt2img"].scheduler is not first and {"txt2img", "img2img"} <= set(
+        views
+    )  # (an earlier test may have built inpaint's)
 
 
 def test_offloaded_and_tiled_engines_draw_what_the_resident_one_draws(engine, tiny_config, init_image):

@@ -47,7 +47,7 @@ def test_help_lists_the_loaded_models_defaults(shapes):
 def test_words_the_model_does_not_know_are_named_once(shapes):
     lines = said(shapes, "an orange circle on a shiny blue background, trending on artstation -S 2 -s 4 -n 2")
     notes = [line for line in lines if "does not know" in line]
-    assert notes == [">> tiny-shapes does not know: shiny, trending, artstation"]
+    assert notes == [">> tiny-shapes does not know: shiny, trending, artstation (left out of what it reads)"]
     assert sum(".png  seed" in line for line in lines) == 2  # not refused
     assert not [line for line in said(shapes, "a red circle on a blue background -S 2 -s 4") if "know" in line]
     with_lora = said(shapes, "a red cross on a blue background <lora:cross:1> -S 2 -s 4")

@@ -21,6 +21,8 @@ _WORD = re.compile(r"[^\W\d_]+")  # runs of letters: the words of a prompt, weig
 # a word that is not one whole token is spelled out letter by letter and means nothing to the
 # model. CLIP's 49,408 tokens split rare words into pieces the model does know: never said there.
 CLOSED_VOCABULARY = 5000
+_TAG = re.compile(r"(<[^<>]*>)")  # an embedding's token, <star-shape>: one token, never taken apart
+_EMPTY_GROUP = re.compile(r"\(\s*(?::\s*[0-9.]*)?\s*\)(?:[0-9]*\.?[0-9]+|[+\-]+)?")  # (shiny)1.2 with shiny gone
 _WEIGHTED = re.compile(r"\)\s*[0-9]*\.?[0-9]+|[\w)][+\-]+(?=[\s,.]|$)")
 
 
@@ -45,12 +47,17 @@ class PromptEncoder:
         self.xl = getattr(pipe, "text_encoder_2", None) is not None  # SDXL: two encoders
         self._cache: OrderedDict[tuple[Any, ...], dict[str, torch.Tensor]] = OrderedDict()
 
-    def embeddings(self, positive: str, negative: str, adapters: tuple[Any, ...]) -> dict[str, torch.Tensor]:
+    def embeddings(
+        self, positive: str, negative: str, adapters: tuple[Any, ...], lora: bool = False
+    ) -> dict[str, torch.Tensor]:
         """The pipeline's embedding arguments for a prompt and its negative (SDXL adds the pooled
         ones), encoded once while the same LoRAs and embeddings are in use (`adapters` names
         them): a -n run, a sweep or the next line with the same prompt pays no text-encoder
         time. Plain prompts go through the pipeline's own encode_prompt, so the pixels are those
-        of a pipeline called with the strings."""
+        of a pipeline called with the strings. A closed vocabulary reads the prompt without the
+        words it does not know, unless a `lora` on the line may have taught them."""
+        if not lora:
+            positive, negative = self.known_words(positive), self.known_words(negative)
         key = (positive, negative, adapters)
         if key in self._cache:
             self._cache.move_to_end(key)
@@ -89,8 +96,22 @@ class PromptEncoder:
         tokenizer = self.pipe.tokenizer
         if len(tokenizer) >= CLOSED_VOCABULARY:
             return []
-        words = dict.fromkeys(w.lower() for w in _WORD.findall(text))
+        words = dict.fromkeys(w.lower() for part in _TAG.split(text)[::2] for w in _WORD.findall(part))
         return [w for w in words if len(tokenizer.tokenize(w)) > 1]
+
+    def known_words(self, text: str) -> str:
+        """`text` without the words a closed vocabulary does not know. Spelled out letter by
+        letter, four of them turned tiny-shapes' "green triangle on black" into a yellow triangle
+        on green in 6 seeds of 6; left out, the picture is the caption's. Open vocabularies
+        (CLIP's) read every word."""
+        unknown = set(self.unknown_words(text))
+        if not unknown:
+            return text
+        parts = _TAG.split(text)
+        for i in range(0, len(parts), 2):  # the text between embedding tokens
+            kept = _WORD.sub(lambda m: "" if m.group().lower() in unknown else m.group(), parts[i])
+            parts[i] = _EMPTY_GROUP.sub("", kept)
+        return " ".join("".join(parts).split())
 
     def needs_compel(self, positive: str, negative: str) -> bool:
         return any(is_weighted(t) or self.token_count(t) > self.window for t in (positive, negative))

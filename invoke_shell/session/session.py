@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from invoke_shell.errors import UsageError, escaped
+from invoke_shell.errors import Cancelled, UsageError, escaped
 from invoke_shell.files import outputs
 from invoke_shell.files.metadata import ModelInfo
 from invoke_shell.files.step_files import Finishing, StepWriter
@@ -251,6 +251,9 @@ class ModelSession:
                 except outputs.WriteError as e:  # the next images could not be saved either: stop
                     left = f"; the line stopped, {len(requests) - i} of its {len(requests)} images not made"
                     raise UsageError(e.message + (left if i < len(requests) else ""), _KEPT) from None
+                except Cancelled as e:
+                    e.not_made = len(requests) - i  # the line's images after this one
+                    raise
                 images.append(image)
                 written.append(path)
                 elapsed = time.perf_counter() - started
@@ -441,8 +444,12 @@ class ModelSession:
         if unknown:  # said, not refused: the rest of the prompt still draws
             words = list(unknown)
             more = f" and {len(words) - SHOWN} more" if len(words) > SHOWN else ""
-            lora = " (the model alone: a LoRA on the line may)" if any(extras.loras(t.prompt) for t in texts) else ""
-            self.say(f">> {self.model().info.name} does not know: {', '.join(words[:SHOWN])}{more}{lora}")
+            why = (
+                " (the model alone: a LoRA on the line may)"
+                if any(extras.loras(t.prompt) for t in texts)
+                else " (left out of what it reads)"
+            )
+            self.say(f">> {self.model().info.name} does not know: {', '.join(words[:SHOWN])}{more}{why}")
 
     def _make_one(
         self,
