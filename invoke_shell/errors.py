@@ -27,6 +27,11 @@ class Cancelled(Exception):
     def __init__(self, step: int) -> None:
         super().__init__(f"cancelled at step {step}")
         self.step = step
+        self.not_made = 0  # the images of its line that were still to come
+
+    def show(self) -> str:
+        rest = f"; the line's other {self.not_made} image(s) were not made" if self.not_made else ""
+        return f">> generation cancelled at step {self.step}{rest}; the model is still loaded"
 
 
 # C0 and C1 controls but tab, and the lone surrogates that stand for bytes that were not UTF-8:
@@ -61,4 +66,7 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     # case is ignored (K_EULER means k_euler); the candidate is returned as spelled in the table
     folded = {c.casefold(): c for c in candidates}
     close = difflib.get_close_matches(word.casefold(), list(folded), n=1, cutoff=0.6)
-    return folded[close[0]] if close else None
+    if close:
+        return folded[close[0]]
+    starting = [c for f, c in folded.items() if f.startswith(word.casefold())] if len(word) >= 3 else []
+    return starting[0] if len(starting) == 1 else None  # the start of one name: !switch tiny

@@ -220,6 +220,8 @@ def test_outcrop_grows_the_canvas_and_paints_only_the_strip(shapes, tmp_path):
     assert share_of(strip, "green") > 0.5  # the background carries on into the new strip
     assert not (strip == strip[:, -1:]).all()  # drawn, not the edge repeated
     assert "-W 96 -H 64" in Image.open(made).text["Dream"]
+    shapes.handle("!history 1")
+    assert " outcrop -f 1.00 " in shapes.lines[-2]
     assert np.array_equal(pixels(replay(shapes, made)), out)
 
 
@@ -237,6 +239,7 @@ def test_hires_fix_draws_then_refines_at_twice_the_size_and_replays(shapes):
     assert "Hires upscale: 2, Hires upscaler: Lanczos" in Image.open(made).text["parameters"]
     shapes.handle("!history 1")  # the size of the file, not of the first pass
     assert f"{made.name}  " in shapes.lines[-2] and " 128x128 " in shapes.lines[-2]
+    assert " txt2img+hires " in shapes.lines[-2]  # what the file is, not only its first pass
     assert np.array_equal(pixels(replay(shapes, made)), out)
 
 

@@ -146,6 +146,22 @@ def test_replay_reports_bad_lines_with_numbers_and_goes_on(make_shell, tmp_path)
     assert names == ["000001.1.png", "000002.2.png"]
 
 
+def test_path_commands_take_a_quoted_path_as_minus_i_does(make_shell, tmp_path):
+    shell = make_shell(outdir=tmp_path / "my out")
+    shell.handle("first -S 11 -s 3")
+    png = tmp_path / "my out" / "img-samples" / "000001.11.png"
+    script = tmp_path / "my prompts.txt"
+    script.write_text("second -S 12 -s 2\n")
+    shell.lines.clear()
+    shell.handle(f'!fetch "{png}"')
+    assert shell.lines == ['"first" -s 3 -S 11 -W 64 -H 64 -C 7.5 -A k_lms']
+    shell.handle(f"!replay '{script}'")
+    assert (tmp_path / "my out" / "img-samples" / "000002.12.png").exists()
+    shell.lines.clear()
+    shell.handle(f'!replay "{tmp_path / "nothing.txt"}"')
+    assert shell.lines[-1].startswith(f"error: {tmp_path / 'nothing.txt'} does not exist")
+
+
 def test_help_from_a_line(make_shell):
     shell = make_shell()
     shell.handle("a cat -h")
@@ -174,6 +190,21 @@ def test_completion(make_shell, tmp_path):
     assert completions(shell, "!switch tiny") == ["tiny-random"]
     (tmp_path / "drawing.png").write_bytes(b"")
     assert completions(shell, f"a cat -I {tmp_path}/dra") == [f"{tmp_path}/drawing.png"]
+
+
+def test_path_completion_quotes_spaces_and_goes_into_folders(make_shell, tmp_path):
+    from invoke_shell.line.parsing import parse_line
+
+    shell = make_shell()
+    (tmp_path / "my pics").mkdir()
+    (tmp_path / "my pics" / "sketch 2.png").write_bytes(b"")
+    # a folder keeps its slash; a space puts the path in quotes, as the parser needs
+    assert completions(shell, f"a cat -I {tmp_path}/my") == [f'"{tmp_path}/my pics/']
+    assert completions(shell, f'a cat -I "{tmp_path}/my pics/sk') == [f'"{tmp_path}/my pics/sketch 2.png"']
+    assert completions(shell, f"!fetch '{tmp_path}/my pics/") == [f"'{tmp_path}/my pics/sketch 2.png'"]
+    line = f'a cat -I "{tmp_path}/my pics/sketch 2.png" -f 0.5'
+    assert parse_line(line, {}).init_img == f"{tmp_path}/my pics/sketch 2.png"  # what Tab wrote parses
+    assert completions(shell, "a cat's hat -s 1") == []  # an apostrophe in a prompt opens no path
 
 
 class LiveSession:

@@ -41,6 +41,7 @@ from invoke_shell.line.switches import BY_SHORT, SWITCHES, help_text
         ('x -I "my drawings/fire.png"', dict(init_img="my drawings/fire.png")),
         ("x-ray of a well-made  cat", dict(prompt="x-ray of a well-made cat")),
         ("x -f 0", dict(strength=0.0)),
+        ("x -A DDIM -I a.png --resize_mode Crop", dict(sampler="ddim", resize_mode="crop")),
         ("x -C 0", dict(cfg_scale=0.0)),
     ],
 )
@@ -65,9 +66,15 @@ def test_good_lines(line, expected):
         ("x -C lots", "-C/--cfg_scale expects a number, got 'lots'", None),
         ("x -C nan", "expects a finite number", None),
         ("x -A k_lmss", "unknown sampler 'k_lmss'", "did you mean k_lms?"),
+        (
+            "x -f 0.2,0.5,0.8",
+            "-f 0.2,0.5,0.8 sweeps how an init image is redrawn, and this line has none",
+            "add -I FILE",
+        ),
         ("x -W 65", "--width must be a multiple of 8, got 65", "use 64 or 72"),
         ("x -s", "-s/--steps needs a value", "-s 25"),
         ("-s 10", "the line has no prompt", None),
+        ("[blurry] -S 3", "the line has no prompt, only a [negative] or a LoRA tag", "a red circle [blurry]"),
         ("a cat [blurry", "unbalanced [ ]", None),
         ('x -I "open', "unbalanced quote among the switches", None),
         ("x -s 10 stray", "unexpected 'stray' after the switches", "put the whole prompt first"),
@@ -152,3 +159,11 @@ def test_strength_without_an_init_image_is_accepted_with_a_note_that_it_is_not_u
         notes.clear()
         parse_line(used, {}, notes)
         assert notes == []
+
+
+def test_did_you_mean_offers_the_one_name_a_word_starts():
+    from invoke_shell.errors import did_you_mean
+
+    assert did_you_mean("tiny", ["tiny-shapes", "sd-1.5"]) == "tiny-shapes"  # !switch tiny
+    assert did_you_mean("tiny", ["tiny-shapes", "tiny-random"]) is None  # two names start so: neither
+    assert did_you_mean("k_eular", ["k_euler", "k_euler_a"]) == "k_euler"  # a misspelling, as before

@@ -60,9 +60,8 @@ def init_shaping(draw: st.DrawFn, init: str | None) -> dict:
 @st.composite
 def lines(draw: st.DrawFn) -> LineRequest:
     init = draw(st.one_of(st.none(), paths))
-    sweep_names = draw(
-        st.lists(st.sampled_from(["steps", "cfg_scale", "sampler", "strength"]), max_size=2, unique=True)
-    )
+    sweepable = ["steps", "cfg_scale", "sampler"] + (["strength"] if init is not None else [])  # -f needs an -I
+    sweep_names = draw(st.lists(st.sampled_from(sweepable), max_size=2, unique=True))
     values = {
         "steps": draw(st.lists(st.integers(1, 1000), min_size=2, max_size=3, unique=True)),
         "cfg_scale": draw(

@@ -81,9 +81,10 @@ def test_ctrl_c_cancels_the_running_image_and_the_next_line_works(make_shell, tm
 
     stopper = threading.Thread(target=press_ctrl_c_once_it_runs)
     stopper.start()
-    shell.handle("long one -s 500 -S 2")
+    shell.handle("long one -s 500 -S 2 -n 3")
     stopper.join()
-    assert any("generation cancelled at step" in line for line in shell.lines)
+    said = [line for line in shell.lines if "generation cancelled at step" in line]
+    assert len(said) == 1 and "; the line's other 2 image(s) were not made; the model is still loaded" in said[0]
     shell.handle("after -S 3")
     names = sorted(p.name for p in (tmp_path / "out" / "img-samples").glob("*.png"))
     assert names == ["000001.1.png", "000002.3.png"]

@@ -25,9 +25,10 @@ def test_help_in_a_longer_prompt_is_still_a_prompt():
     assert isinstance(req, LineRequest) and req.prompt == "help me"
 
 
-def test_a_sampler_in_the_wrong_case_gets_the_canonical_name_suggested():
+def test_a_sampler_in_the_wrong_case_is_taken_as_its_name():
+    assert parse_line("x -A K_EULER", DEFAULTS).sampler == "k_euler"
     with pytest.raises(UsageError) as e:
-        parse_line("x -A K_EULER", DEFAULTS)
+        parse_line("x -A K_EULAR", DEFAULTS)
     assert e.value.hint.startswith("did you mean k_euler? ")
 
 

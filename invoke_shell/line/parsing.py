@@ -138,6 +138,12 @@ def build_line(prompt: str, values: dict[str, Any], model_defaults: Mapping[str,
     if (fields["variation_amount"] or fields["with_variations"]) and fields["init_img"]:
         raise UsageError("variations work on txt2img images only", "leave out -I, or leave out -v/-V")
     strengths = dict(sweep).get("strength", (fields["strength"],))  # every image's, a sweep's too
+    if len(strengths) > 1 and not (fields["init_img"] or fields["hires_fix"] or fields["upscale"]):
+        typed = ",".join(BY_LONG["strength"].text(v) for v in strengths)
+        raise UsageError(
+            f"-f {typed} sweeps how an init image is redrawn, and this line has none: its images would all be the same",
+            "add -I FILE (or -I -1, the image just made), or leave out the comma list",
+        )
     if fields["exact_steps"] and fields["init_img"]:
         if 0 in strengths:
             raise UsageError(
@@ -156,7 +162,13 @@ def build_line(prompt: str, values: dict[str, Any], model_defaults: Mapping[str,
         if fields[dim] % 8:
             s = fields[dim]
             raise UsageError(f"--{dim} must be a multiple of 8, got {s}", f"use {s - s % 8} or {s - s % 8 + 8}")
-    return LineRequest(prompt=" ".join(prompt.split()), sweep=sweep, **fields)
+    line = LineRequest(prompt=" ".join(prompt.split()), sweep=sweep, **fields)
+    if not line.positive.strip():  # only [a negative] or a LoRA tag: as empty as no prompt at all
+        raise UsageError(
+            "the line has no prompt, only a [negative] or a LoRA tag",
+            'type what to draw first, e.g. "a red circle [blurry]"',
+        )
+    return line
 
 
 _INIT_ONLY = ("fit", "resize_mode", "init_mask", "invert_mask", "mask_blur", "outcrop")
@@ -360,7 +372,7 @@ def convert(sw: Switch, raw: str) -> Any:
         if value != value or value in (float("inf"), float("-inf")):
             raise UsageError(f"{sw.shown} expects a finite number, got {quoted(raw)}", sw.usage())
     else:
-        value = raw
+        value = raw.lower() if sw.choices else raw  # the choices are lower case: -A DDIM is ddim
     if sw.choices and value not in sw.choices:
         guess = did_you_mean(value, sw.choices)
         raise UsageError(

@@ -499,7 +499,7 @@ SWITCHES: tuple[Switch, ...] = (
         "intermediates_decode",
         None,
         str,
-        "how step previews are made: approx (fast linear map) or vae (exact)",
+        "how step previews are made: approx (fast: the model's own preview decoder, or a linear map) or vae (exact)",
         "vae",
         default="approx",
         choices=("approx", "vae"),

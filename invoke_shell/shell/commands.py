@@ -17,7 +17,7 @@ from PIL import Image
 from invoke_shell.errors import UsageError, did_you_mean, escaped, named
 from invoke_shell.files.fetch import fetch, fetch_template, listing
 from invoke_shell.line.parsing import format_request, parse_switches
-from invoke_shell.line.requests import hires_size
+from invoke_shell.line.requests import ImageRequest, hires_size
 from invoke_shell.line.switches import format_variations, help_text
 from invoke_shell.models.registry import ModelEntry, Registry
 from invoke_shell.session.session import ModelSession
@@ -96,7 +96,7 @@ def _import_model(shell: Host, args: str) -> None:
             "!import_model needs the path of a checkpoint or a diffusers folder",
             "e.g. !import_model ~/models/dreamshaper.safetensors",
         )
-    path = Path(args).expanduser().resolve()
+    path = Path(unquoted(args)).expanduser().resolve()
     if not path.exists():
         raise UsageError(
             f"{escaped(args)} does not exist", "give the path of a .safetensors file or a diffusers folder"
@@ -196,7 +196,7 @@ def _history(shell: Host, args: str) -> None:
     for i, m in list(enumerate(made, 1))[-count:]:
         r = m.request
         prompt = r.prompt if len(r.prompt) <= 48 else r.prompt[:45] + "..."
-        kind = f"{r.kind} -f {r.strength:.2f}" if r.init_img is not None else r.kind  # strength: what an edit kept
+        kind = what_made(r)
         if r.with_variations:  # what tells the images of a -v line apart
             kind += f" -V {format_variations(r.with_variations)}"
         width, height = hires_size(r) or (r.width, r.height)  # a hires pass: the size of the file
@@ -207,6 +207,17 @@ def _history(shell: Host, args: str) -> None:
         )
     if made:
         shell.print(">> !N puts command N back at the prompt to edit")
+
+
+def what_made(r: ImageRequest) -> str:
+    """An image's kind as !history shows it: an edit with its strength (what it kept), and the
+    passes that change what the file is (a mask, an outcrop, a hires pass, an upscale)."""
+    if r.upscale:
+        return f"upscale x{r.upscale[0]:g}"
+    if r.init_img is None:
+        return "txt2img+hires" if r.hires_fix else "txt2img"
+    kind = "outcrop" if r.outcrop else "inpaint" if r.init_mask else "img2img"
+    return f"{kind} -f {r.strength:.2f}"
 
 
 def recall(shell: Host, number: int) -> None:
@@ -223,6 +234,7 @@ def _fetch(shell: Host, args: str) -> None:
     whole_line = args.startswith("--template")  # the template line that made the image, not the image alone
     if whole_line:
         args = args.removeprefix("--template").strip()
+    args = unquoted(args)
     if not args:
         raise UsageError("!fetch needs a PNG, a folder or a glob", "e.g. !fetch outputs/img-samples/000001.42.png")
     target = Path(args).expanduser()
@@ -245,6 +257,13 @@ def _fetch(shell: Host, args: str) -> None:
     shell.edit(got.command)
 
 
+def unquoted(typed: str) -> str:
+    """A command's one path, typed bare (spaces and all) or in quotes as -I needs: "my pics/a.png"."""
+    if len(typed) > 1 and typed[0] == typed[-1] and typed[0] in "\"'":
+        return typed[1:-1]
+    return typed
+
+
 def existing_file(typed: str, hint: str) -> Path:
     """The file a command names, or one message that says whether it is missing or a folder."""
     path = Path(typed).expanduser()
@@ -256,7 +275,7 @@ def existing_file(typed: str, hint: str) -> Path:
 def _replay(shell: Host, args: str) -> None:
     if not args:
         raise UsageError("!replay needs a file of commands", "e.g. !replay prompts.txt")
-    shell.replay(existing_file(args, "give a text file with one command per line"))
+    shell.replay(existing_file(unquoted(args), "give a text file with one command per line"))
 
 
 def _schedule(shell: Host, args: str) -> None:
@@ -278,7 +297,7 @@ def _schedule(shell: Host, args: str) -> None:
 
 
 def _save(shell: Host, args: str) -> None:
-    path = args[1:-1] if len(args) > 1 and args[0] == args[-1] and args[0] in "\"'" else args  # "a b.png"
+    path = unquoted(args)
     if not path:
         raise UsageError("!save needs a file or a folder", "e.g. !save ~/keep/cat.png, or !save ~/keep")
     target = Path(path).expanduser()
@@ -316,7 +335,7 @@ def _show(shell: Host, args: str) -> None:
     from invoke_shell.shell.terminal_view import can_draw, render
 
     made = _made(shell)
-    arg = args or "-1"
+    arg = unquoted(args) or "-1"
     if arg.startswith("-") and arg[1:].isdigit():
         back = int(arg[1:])
         if not 1 <= back <= len(made):

@@ -4,6 +4,7 @@ names after __ in a prompt template, LoRA names after <lora:."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
@@ -15,7 +16,22 @@ from invoke_shell.schedulers import SAMPLERS
 from invoke_shell.session.status import Status
 from invoke_shell.shell.commands import COMMANDS
 
-PATH_COMMANDS = {"!fetch", "!replay", "!show", "!save"}
+PATH_COMMANDS = {"!fetch", "!replay", "!show", "!save", "!import_model"}
+PATH_SWITCHES = {f"--{s.name}" for s in SWITCHES if s.complete == "path"} | {
+    f"-{s.short}" for s in SWITCHES if s.complete == "path" and s.short
+}
+
+
+def open_quote(text: str) -> tuple[str, str] | None:
+    """The quote and the path typed after it, when the cursor is inside a quoted path that
+    follows a path switch or command (-I "my pi); None elsewhere (an apostrophe in a prompt)."""
+    for quote in "\"'":
+        at = text.rfind(quote)
+        if at >= 0 and text.count(quote) % 2:
+            before = text[:at].split()
+            if before and (before[-1] in PATH_SWITCHES or before[-1] in PATH_COMMANDS or before[-1] == "--template"):
+                return quote, text[at + 1 :]
+    return None
 
 
 class ShellCompleter(Completer):
@@ -38,6 +54,11 @@ class ShellCompleter(Completer):
         words = text.split()
         before = words[:-1] if word else words
         prev = before[-1] if before else ""
+        quoted = open_quote(text)
+        if quoted:  # -I "my pi<TAB>: the path so far, spaces and all
+            quote, typed = quoted
+            yield from self._paths(typed, -len(typed) - 1, quote=quote)
+            return
         if text.lstrip().startswith("!"):
             yield from self._command_completions(text.lstrip(), word, before)
             return
@@ -81,8 +102,17 @@ class ShellCompleter(Completer):
                     seen.add(seed)
                     yield Completion(glued + seed, start, display_meta=m.path.name)
         elif kind == "path":
-            for c in self.paths.get_completions(Document(word, len(word)), CompleteEvent()):
-                yield Completion(glued + word + c.text, start, display=c.display)
+            yield from self._paths(word, start, prefix=glued)
+
+    def _paths(self, typed: str, start: int, prefix: str = "", quote: str = "") -> Iterable[Completion]:
+        """Paths that complete `typed`. A folder keeps its slash, so Tab goes on into it; a path
+        with a space is put in quotes, which the parser needs, and closed once it names a file."""
+        for c in self.paths.get_completions(Document(typed, len(typed)), CompleteEvent()):
+            path = typed + c.text
+            folder = os.path.isdir(os.path.expanduser(path))
+            path += "/" if folder else ""
+            q = quote or ('"' if " " in path else "")
+            yield Completion(prefix + q + path + ("" if folder else q), start, display=c.display)
 
     def _command_completions(self, text: str, word: str, before: list[str]) -> Iterable[Completion]:
         if not before:  # the command name itself

@@ -196,7 +196,7 @@ class Shell:
 
     def _show_job_error(self, e: BaseException, raise_bugs: bool = True) -> None:
         if isinstance(e, Cancelled):
-            self.print(f">> generation cancelled at step {e.step}; the model is still loaded")
+            self.print(e.show())
         elif isinstance(e, UsageError):
             self.failures += 1
             self.complain(e.show())
