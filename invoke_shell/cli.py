@@ -28,7 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: fp16 on a GPU, fp32 on the CPU",
     )
     p.add_argument("--from_file", type=Path, help="run the commands in FILE, then exit")
-    p.add_argument("--config", type=Path, help="models config (default: configs/models.yaml)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="models config (default: configs/models.yaml in this folder, else the project's own, else the built-in list)",
+    )
     p.add_argument(
         "--wildcards",
         type=Path,
@@ -142,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
                 check_offload(args.device)
             if args.compile:
                 check_compile(args.device, args.offload)
-        if args.from_file and not args.from_file.is_file():
-            raise UsageError(f"--from_file {args.from_file} does not exist", "give a text file of commands")
+        if args.from_file and (args.from_file.is_dir() or not args.from_file.exists()):  # /dev/stdin is fine
+            what = "is a folder" if args.from_file.is_dir() else "does not exist"
+            raise UsageError(f"--from_file {args.from_file} {what}", "give a text file of commands")
         try:
             registry: Registry = load_registry(args.config)
         except UsageError as e:  # a broken config must not keep the user from the embedded model

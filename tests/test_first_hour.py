@@ -52,7 +52,7 @@ def test_words_the_model_does_not_know_are_named_once(shapes):
     assert not [line for line in said(shapes, "a red circle on a blue background -S 2 -s 4") if "know" in line]
     with_lora = said(shapes, "a red cross on a blue background <lora:cross:1> -S 2 -s 4")
     assert [line for line in with_lora if "does not know" in line] == [
-        ">> tiny-shapes does not know: cross (the model alone: a LoRA on the line may)"
+        ">> tiny-shapes does not know: cross (kept: the LoRA on this line may have taught it)"
     ]
 
 

@@ -47,10 +47,12 @@ def test_a_lora_changes_the_picture_by_its_weight_and_is_gone_the_next_line(shel
         "a red circle <lora:thick-kohya:1> -s 3 -S 8",
         "a red circle -s 3 -S 8",
         "a red circle <lora:thick:0.5> -s 3 -S 8",
+        "a red sparkly circle <lora:thick:0> -s 3 -S 8",
     ):
         shell.handle(line)
-    plain, zero, full, invoke, kohya, after, half = (pixels(made(tmp_path, n)) for n in range(1, 8))
+    plain, zero, full, invoke, kohya, after, half, unknown = (pixels(made(tmp_path, n)) for n in range(1, 9))
     assert np.array_equal(zero, plain)  # weight 0: exactly the model as loaded
+    assert np.array_equal(unknown, plain)  # ... which leaves out the words it does not know, as without the tag
     assert np.abs(full - plain).mean() > 2  # the LoRA is applied
     assert np.array_equal(invoke, full)  # InvokeAI's syntax is the same LoRA at the same weight
     assert np.abs(kohya.astype(float) - full).max() <= 1  # the kohya file holds the same weights

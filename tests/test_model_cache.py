@@ -39,12 +39,15 @@ def models(tiny_config, tmp_path_factory) -> Path:
         "default: one\n"
         "models:\n"
         f"  one:\n    description: the first   # a comment on a value\n    path: {folder / 'one'}\n{COMMON}"
-        f"  two:\n    description: the second\n    path: {folder / 'two'}\n{COMMON}"
+        f"  two:\n    description: {LONG}\n    path: {folder / 'two'}\n{COMMON}"
         f"  three:\n    description: the third\n    path: {folder / 'three'}\n{COMMON}"
         "  # gone: a model whose file was deleted\n"
         f"  gone:\n    description: not here\n    path: {folder / 'gone.safetensors'}\n{COMMON}"
     )
     return config
+
+
+LONG = "the second model, with a description longer than the eighty columns YAML writers fold lines at"
 
 
 def shell_on(config: Path, outdir: Path, keep: int = 2) -> tuple[Shell, list[str], list[str]]:
@@ -145,6 +148,7 @@ def test_import_and_delete_edit_models_yaml_keeping_comments_and_weights(models,
         text = config.read_text()
         assert "# my models: keep this comment" in text and "# a comment on a value" in text
         assert "# gone: a model whose file was deleted" in text
+        assert f"    description: {LONG}\n" in text  # a long value is not folded onto a second line
         assert load_registry(config).get("my-model-v2").path == extra
         shell.handle("!switch my-model-v2")  # the shell reads the edited file at once
         shell.handle("a red circle -S 2")

@@ -88,3 +88,14 @@ def test_recall_with_no_image_and_a_failed_switch_each_say_once(tiny_config, tmp
         assert shell.worker.status().model == "tiny"
     finally:
         shell.close()
+
+
+def test_the_toolbar_says_busy_while_an_image_is_made():
+    from types import SimpleNamespace
+
+    from invoke_shell.shell.repl import status_line
+
+    making = SimpleNamespace(state="ready", last_seed=5, progress=(3, 25), model="m", device="cpu", queued=())
+    assert status_line("m", making).startswith(" model m (busy) | device cpu | last seed 5 | queue 0 | running 3/25 #")
+    idle = SimpleNamespace(**{**vars(making), "progress": None})
+    assert status_line("m", idle) == " model m (ready) | device cpu | last seed 5 | queue 0"

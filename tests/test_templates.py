@@ -37,7 +37,9 @@ def library_expansion(template: str, folder: Path) -> list[str]:
     from dynamicprompts.generators import CombinatorialPromptGenerator
     from dynamicprompts.wildcards import WildcardManager
 
-    gen = CombinatorialPromptGenerator(wildcard_manager=WildcardManager(folder))
+    manager = WildcardManager(folder)
+    manager.sort_wildcards = False  # a wildcard's lines in the file's order
+    gen = CombinatorialPromptGenerator(wildcard_manager=manager)
     return [" ".join(p.split()) for p in gen.generate(template, max_prompts=None)]
 
 
@@ -62,6 +64,12 @@ def test_expansions_are_the_librarys_own_in_its_order(template, count, wildcards
     assert list(got.prompts) == library_expansion(template, wildcards)
     for prompt, labels in zip(got.prompts, got.labels):
         assert all(label in prompt or "," in label for label in labels)  # each label is what the prompt holds
+
+
+def test_a_wildcard_keeps_its_files_order(wildcards):
+    # red, blue, green as written: sorted, --random_prompts picks would not come "in the template's order"
+    got = Templates(wildcards).expand("a __colors__ circle", 100, None, 0)
+    assert got.prompts == ("a red circle", "a blue circle", "a green circle")
 
 
 def test_groups_are_the_axes_first_group_slowest(wildcards):
@@ -218,6 +226,8 @@ def test_a_template_line_makes_each_image_a_labelled_sheet_and_fetch_brings_back
     assert not np.array_equal(pixels(out / "000006.11.png"), pixels(out / "000001.11.png"))
 
     shell.handle("!fetch --template " + str(out / "000003.11.png"))  # the whole line
+    assert shell.lines[-1] == meta["template_line"]
+    shell.handle("!fetch --template " + str(out / "000005.11.prompts.png"))  # its sheet: the same line
     assert shell.lines[-1] == meta["template_line"]
     shell.handle("!fetch --template " + str(out / "000006.11.png"))
     assert "000006.11.png was not made from a prompt template" in "\n".join(shell.lines[-2:])

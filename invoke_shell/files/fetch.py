@@ -103,7 +103,10 @@ def fetch(path: Path, model_defaults: Mapping[str, Any]) -> Fetched:
 def fetch_template(path: Path, model_defaults: Mapping[str, Any]) -> Fetched:
     """`!fetch --template`: the whole line, template and all, that made one of its images."""
     name = escaped(str(path))
-    raw = read_chunks(path).get("sd-metadata")
+    chunks = read_chunks(path)
+    if SHEET_KEY in chunks:  # a template's sheet (or any sheet) already carries its whole line
+        return fetch(path, model_defaults)
+    raw = chunks.get("sd-metadata")
     try:
         line = json.loads(raw)["image"].get("template_line") if raw else None
     except (ValueError, KeyError, TypeError, AttributeError):

@@ -87,6 +87,7 @@ class Templates:
             from dynamicprompts.wildcards import WildcardManager
 
             self._manager = WildcardManager(self.folder)
+            self._manager.sort_wildcards = False  # a wildcard's lines in the file's order, as braces keep theirs
         return self._manager
 
     def names(self) -> list[str]:

@@ -47,6 +47,7 @@ def _yaml() -> Any:
     yaml = YAML()  # round trip: comments, key order and quoting are kept
     yaml.preserve_quotes = True
     yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.width = 4096  # long values stay on their line: the user's file changes only where it must
     return yaml
 
 

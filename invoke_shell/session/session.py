@@ -445,8 +445,8 @@ class ModelSession:
             words = list(unknown)
             more = f" and {len(words) - SHOWN} more" if len(words) > SHOWN else ""
             why = (
-                " (the model alone: a LoRA on the line may)"
-                if any(extras.loras(t.prompt) for t in texts)
+                " (kept: the LoRA on this line may have taught it)"
+                if any(weight for t in texts for _, weight in extras.loras(t.prompt))
                 else " (left out of what it reads)"
             )
             self.say(f">> {self.model().info.name} does not know: {', '.join(words[:SHOWN])}{more}{why}")

@@ -230,7 +230,7 @@ class Shell:
                 ran += 1
                 self.print(f"invoke> {escaped(line)}" + (f"    ({source}:{number})" if known_total else ""))
                 before = self.failures
-                go_on = not self.closed and self.handle(line, where=f"{source} line {number}" if known_total else None)
+                go_on = not self.closed and self.handle(line, where=f"{source} line {number}")
                 failed += self.failures > before
                 if not go_on:
                     break
@@ -326,6 +326,8 @@ def _columns() -> int:
 
 def status_line(model_name: str, status: Any) -> str:
     state = {"ready": "ready", "loading": "loading...", "no model": "no model"}[status.state]
+    if status.progress and status.state == "ready":
+        state = "busy"  # loaded, and making an image: what you type waits its turn
     last = status.last_seed if status.last_seed is not None else "-"
     running = ""
     if status.progress:
