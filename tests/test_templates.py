@@ -272,6 +272,10 @@ def test_three_axes_or_drawn_prompts_make_labelled_tiles(make_shell, tmp_path):
     ]
     assert [f"a {t.replace(chr(10), ' ')}" for t in tiles] == prompts
 
+    shell.handle("a {red|blue|green} {circle|square} -s 2 -S 6 --random_prompts 3")
+    layout = sheet_layout(next(out.glob("*.6.prompts.png")))
+    assert [len(row) for row in layout["tiles"]] == [3]  # side by side, as a -g grid of 3: no empty cell
+
 
 def test_dash_t_lists_ten_expansions_and_the_count(make_shell):
     shell = make_shell()

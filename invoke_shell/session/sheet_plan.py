@@ -116,7 +116,9 @@ def _rows_and_columns(axes: list[list[str]], suffix: str) -> SheetPlan:
 
 
 def _tiles(labels: list[str]) -> SheetPlan:
-    cols = math.ceil(math.sqrt(len(labels)))
+    from invoke_shell.files.sheets import grid_shape
+
+    _, cols = grid_shape(len(labels))  # as a -g grid: 3 prompts side by side, not 2x2 with a hole
     lines = max(t.count("\n") + 1 for t in labels)
     padded = [t + "\n" * (lines - 1 - t.count("\n")) for t in labels]  # every band the same height
     cells, tile_labels = [], []
