@@ -537,3 +537,27 @@ def test_a_long_run_s_contact_sheet_wraps_into_bands_of_steps():
     below = np.asarray(sheet.crop((0, first.height, second.width, sheet.height)))
     assert np.array_equal(below, np.asarray(second))
     assert (np.asarray(sheet.crop((second.width, first.height, sheet.width, sheet.height))) == 255).all()
+
+
+def test_one_writer_process_however_many_threads_ask_at_once():
+    # two processes meant a folder opened in one and finished in the other: "the writer stopped"
+    import threading
+
+    writer = StepWriter()
+    start, got = threading.Barrier(8), []
+
+    def ask():
+        start.wait()
+        got.append(writer.process())
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert len({id(p) for p in got}) == 1
+    finally:
+        writer.shutdown()
+        for p in set(got):
+            p.shutdown(wait=True)

@@ -18,6 +18,7 @@ import os
 import secrets
 import shutil
 import signal
+import threading
 import zlib
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -46,19 +47,24 @@ class StepWriter:
     def __init__(self) -> None:
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="invoke-steps")
         self._process: ProcessPoolExecutor | None = None
+        self._starting = threading.Lock()
 
     def process(self) -> ProcessPoolExecutor:
-        if self._process is None:
-            # spawn, not fork: forking a process that holds torch's thread pools can hang the child
-            ctx = multiprocessing.get_context("spawn")
-            self._process = ProcessPoolExecutor(1, mp_context=ctx, initializer=_ignore_ctrl_c)
-        return self._process
+        # under a lock: two threads asking at once (a benchmark beside the render thread) made two
+        # processes, and a folder opened in one was finished in the other
+        with self._starting:
+            if self._process is None:
+                # spawn, not fork: forking a process that holds torch's thread pools can hang the child
+                ctx = multiprocessing.get_context("spawn")
+                self._process = ProcessPoolExecutor(1, mp_context=ctx, initializer=_ignore_ctrl_c)
+            return self._process
 
     def lost(self) -> None:
         """The process died: forget it (the next line starts another)."""
-        if self._process is not None:
-            self._process.shutdown(wait=False, cancel_futures=True)
-            self._process = None
+        with self._starting:
+            if self._process is not None:
+                self._process.shutdown(wait=False, cancel_futures=True)
+                self._process = None
 
     def shutdown(self) -> None:
         self.thread.shutdown(wait=True)
