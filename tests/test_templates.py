@@ -312,3 +312,12 @@ def test_progress_over_a_pipe_is_a_line_per_image_on_stderr(tiny_config, tmp_pat
     assert progress[0].startswith(">> image 1/2: 2 steps in ") and "left" in progress[0]
     assert progress[1].startswith(">> image 2/2: 2 steps in ") and progress[1].endswith("line done")
     assert "000003.9.prompts.png  sheet of 2 images" in proc.stdout
+
+
+def test_random_prompts_beyond_the_template_says_so_and_as_many_does_not(wildcards):
+    templates = Templates(wildcards)
+    equal, over = (templates.expand("a {red|blue} circle", 100, n, 0) for n in (2, 5))
+    assert equal.note is None and over.note == (
+        "--random_prompts 5: the template makes only 2 prompt(s); all of them are made"
+    )
+    assert equal.axes == over.axes == (("{red|blue}", ("red", "blue")),)  # all of them: a sheet by the group

@@ -114,7 +114,8 @@ class Templates:
             picks = range(total)
         elif sample >= total:
             picks = range(total)
-            note = f"--random_prompts {sample}: the template makes only {total} prompt(s); all of them are made"
+            if sample > total:
+                note = f"--random_prompts {sample}: the template makes only {total} prompt(s); all of them are made"
         else:
             picks = sorted(random.Random(seed).sample(range(total), sample))  # no repeats, in order
         prompts, labels = [], []
@@ -123,7 +124,8 @@ class Templates:
             values = iter(groups[g][1][k] for g, k in enumerate(chosen))
             prompts.append(_tidy("".join(next(values) if is_group else text for is_group, text in parts)))
             labels.append(tuple(groups[g][1][k] for g, k in enumerate(chosen)))
-        axes = tuple((text, tuple(values)) for text, values in groups) if sample is None or note else ()
+        whole = sample is None or sample >= total  # every prompt: a sheet by the template's groups
+        axes = tuple((text, tuple(values)) for text, values in groups) if whole else ()
         return Expansion(tuple(prompts), axes, tuple(labels), note)
 
     def _values(self, group: str) -> list[str]:
