@@ -165,6 +165,8 @@ def test_import_and_delete_edit_models_yaml_keeping_comments_and_weights(models,
             ("my-model-v2", "my-model-v2 is the loaded model"),
             ("one", "one is the default model of"),
             ("tow", "no model named 'tow'"),
+            ("onee", "hint: the nearest name, one, is the default model, which cannot be removed"),
+            ("thre", "hint: did you mean three?"),
         ):
             lines.clear()
             shell.handle(f"!del_model {name}")

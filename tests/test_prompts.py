@@ -57,3 +57,6 @@ def test_tokenization_report(make_shell):
     shell = make_shell()
     shell.handle("a (red)1.3 circle+ -S 1 -s 2 -t")
     assert any("prompt: 3 tokens in 1 chunk(s) of 14: a red(1.3) circle(1.1)" in line for line in shell.lines)
+    shell.lines.clear()
+    shell.handle("a shiny (red)1.3 circle+ -S 1 -s 2 -t")  # what the model reads: "shiny" left out
+    assert any("prompt: 3 tokens in 1 chunk(s) of 14: a red(1.3) circle(1.1)" in line for line in shell.lines)

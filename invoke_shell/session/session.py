@@ -426,10 +426,12 @@ class ModelSession:
             if len(expansion.prompts) > len(shown) > 0:
                 self.say(f"   ... and {len(expansion.prompts) - len(shown)} more")
         prompts = self.model().engine.prompts
-        if line.log_tokenization:
+        if line.log_tokenization:  # what the model reads: without words a closed vocabulary lacks
+            taught = any(weight for _, weight in extras.loras(texts[0].prompt))
             for label, text in (("prompt", texts[0].positive), ("negative", texts[0].negative)):
-                if text:
-                    self.say(f">> {label}: {prompts.describe(text)}")
+                read = text if taught else prompts.known_words(text)
+                if read:
+                    self.say(f">> {label}: {prompts.describe(read)}")
         for text in (
             max((t.positive for t in texts), key=prompts.token_count),
             max((t.negative for t in texts), key=prompts.token_count),

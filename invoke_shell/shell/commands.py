@@ -137,9 +137,17 @@ def _import_model(shell: Host, args: str) -> None:
 def _del_model(shell: Host, args: str) -> None:
     from invoke_shell.models import config_edit
 
-    entry = shell.registry.get(args or None) if args else None
-    if entry is None:
+    if not args:
         raise UsageError("!del_model needs a model name", "e.g. !del_model old-model (see !models)")
+    registry = shell.registry
+    if args not in registry.models:
+        guess = did_you_mean(args, registry.models)
+        kept = {registry.default: "the default model", shell.worker.status().model: "the loaded model"}
+        hint = f"did you mean {guess}?" if guess else "see !models for the names"
+        if guess in kept:  # the nearest name is one that cannot go: say so rather than offer it
+            hint = f"the nearest name, {guess}, is {kept[guess]}, which cannot be removed; see !models"
+        raise UsageError(f"no model named {args!r} in {registry.source}", hint)
+    entry = registry.get(args)
     if entry.name == shell.worker.status().model:
         raise UsageError(f"{entry.name} is the loaded model", "!switch to another model first")
     if entry.name == shell.registry.default:
