@@ -41,6 +41,12 @@ class _Prompted:
         return extras.loras(self.prompt)
 
     @property
+    def lora_active(self) -> bool:
+        """A LoRA acts on this prompt (named at a weight other than 0): it may have taught the
+        model words its vocabulary lacks, so those are kept."""
+        return any(weight for _, weight in self.loras)
+
+    @property
     def kind(self) -> str:
         return "img2img" if self.init_img else "txt2img"
 

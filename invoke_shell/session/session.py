@@ -427,9 +427,8 @@ class ModelSession:
                 self.say(f"   ... and {len(expansion.prompts) - len(shown)} more")
         prompts = self.model().engine.prompts
         if line.log_tokenization:  # what the model reads: without words a closed vocabulary lacks
-            taught = any(weight for _, weight in extras.loras(texts[0].prompt))
             for label, text in (("prompt", texts[0].positive), ("negative", texts[0].negative)):
-                read = text if taught else prompts.known_words(text)
+                read = text if texts[0].lora_active else prompts.known_words(text)
                 if read:
                     self.say(f">> {label}: {prompts.describe(read)}")
         for text in (
@@ -448,7 +447,7 @@ class ModelSession:
             more = f" and {len(words) - SHOWN} more" if len(words) > SHOWN else ""
             why = (
                 " (kept: the LoRA on this line may have taught it)"
-                if any(weight for t in texts for _, weight in extras.loras(t.prompt))
+                if any(t.lora_active for t in texts)
                 else " (left out of what it reads)"
             )
             self.say(f">> {self.model().info.name} does not know: {', '.join(words[:SHOWN])}{more}{why}")
