@@ -36,11 +36,6 @@ class Adapters:
         """What is applied to the text encoder now: a key under which prompt embeddings stay valid."""
         return tuple(sorted((a, str(p)) for a, p in self.loras.items())), self._weights, tuple(self.embeddings)
 
-    @property
-    def active(self) -> bool:
-        """A LoRA acts on the next image: one is named at a weight other than 0."""
-        return any(w for _, w in self._weights)
-
     def use_loras(self, wanted: Sequence[Wanted]) -> None:
         names = {_adapter(name): path for name, path, _ in wanted}
         stale = [a for a, path in self.loras.items() if names.get(a) != path]

@@ -279,7 +279,7 @@ class Engine:
             models.append((p.text_encoder_2, 4))
         with stop_points(models, cancel, lambda: done[0]), self._tiled(width, height), torch.inference_mode():
             out = pipe(
-                **self.prompts.embeddings(req.positive, req.negative, self.adapters.state, self.adapters.active),
+                **self.prompts.embeddings(req.positive, req.negative, self.adapters.state, req.lora_active),
                 num_inference_steps=schedule,
                 guidance_scale=req.cfg_scale,
                 generator=generator,
