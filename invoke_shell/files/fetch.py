@@ -72,10 +72,11 @@ def read_chunks(path: Path) -> dict[str, str]:
     return chunks
 
 
-def fetch(path: Path, model_defaults: Mapping[str, Any]) -> Fetched:
-    """The command stored in `path`; a UsageError naming the file when there is none to trust."""
+def fetch(path: Path, model_defaults: Mapping[str, Any], chunks: dict[str, str] | None = None) -> Fetched:
+    """The command stored in `path` (its `chunks` when already read); a UsageError naming the
+    file when there is none to trust."""
     name = escaped(str(path))
-    chunks = read_chunks(path)
+    chunks = read_chunks(path) if chunks is None else chunks
     refused = ""
     # a sheet or grid of ours records its whole line: its sweeps, -n and -g come back with it
     dream = functools.partial(_from_dream, whole_line=True) if SHEET_KEY in chunks else _from_dream
@@ -105,7 +106,7 @@ def fetch_template(path: Path, model_defaults: Mapping[str, Any]) -> Fetched:
     name = escaped(str(path))
     chunks = read_chunks(path)
     if SHEET_KEY in chunks:  # a template's sheet (or any sheet) already carries its whole line
-        return fetch(path, model_defaults)
+        return fetch(path, model_defaults, chunks)
     raw = chunks.get("sd-metadata")
     try:
         line = json.loads(raw)["image"].get("template_line") if raw else None
