@@ -17,7 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from invoke_shell.files import intermediates
 from invoke_shell.files.step_files import StepFiles, StepWriter
 from invoke_shell.line.requests import ImageRequest
 
@@ -38,7 +37,6 @@ def main() -> None:
         "a red circle on a blue background", d["steps"], d["cfg_scale"], d["sampler"], d["width"], d["height"], seed=1
     )
     previewer = load_previewer(MODEL_DIR)
-    render = intermediates.approx_render(previewer)
     writer = StepWriter()
     for _ in range(3):
         engine.generate(req)
@@ -48,15 +46,15 @@ def main() -> None:
     def saved(seed: int, samples: Path) -> tuple[float, float]:
         """As the session does it: each step handed over while the next steps are computed, then
         the contact sheet, the animation and the folder's name. Seconds to the image, to the end."""
-        steps = StepFiles(samples, render, writer)
-        c, w = time.process_time(), writer.process().submit(time.process_time).result()
+        steps = StepFiles(samples, previewer, writer)
+        c, w = time.process_time(), writer.cpu_seconds()
         t = time.perf_counter()
         engine.generate(req.with_(seed=seed), on_step=steps.step, on_progress=lambda done, total: None)
         image = time.perf_counter() - t
         steps.finish(samples / f"{seed:06d}.{seed}.png").result()
         whole = time.perf_counter() - t
         cpu["saved"].append(time.process_time() - c)
-        cpu["writer"].append(writer.process().submit(time.process_time).result() - w)
+        cpu["writer"].append(writer.cpu_seconds() - w)
         return image, whole
 
     def plain(seed: int) -> float:

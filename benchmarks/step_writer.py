@@ -29,6 +29,7 @@ def main() -> None:
     import torch
 
     from invoke_shell.engines.generate import StepState
+    from invoke_shell.engines.previews import SD1_LATENT_RGB, LatentPreviewer
 
     p = argparse.ArgumentParser()
     p.add_argument("--sizes", default="64,512,1024")
@@ -36,13 +37,17 @@ def main() -> None:
     args = p.parse_args()
     writer = StepWriter()
     with tempfile.TemporaryDirectory() as tmp:
-        warm = StepFiles(Path(tmp), lambda s: (preview(64, 0), preview(64, 1)), writer)
-        warm.step(StepState(1, 1, 999.0, 1.0, torch.zeros(1, 4, 8, 8), torch.zeros(1, 4, 8, 8), 1.0))
+        previewer = LatentPreviewer(SD1_LATENT_RGB)  # unused: the pictures come made
+        warm = StepFiles(Path(tmp), previewer, writer)
+        warm.step(
+            StepState(1, 1, 999.0, 1.0, torch.zeros(1, 4, 8, 8), torch.zeros(1, 4, 8, 8), 1.0),
+            (preview(64, 0), preview(64, 1)),
+        )
         warm.finish(Path(tmp) / "000000.0.png").result()  # the writer process is up
         for size in [int(s) for s in args.sizes.split(",")]:
             pictures = [(preview(size, 2 * k), preview(size, 2 * k + 1)) for k in range(args.steps)]
             latents = torch.zeros(1, 4, size // 8, size // 8)
-            steps = StepFiles(Path(tmp), warm.render, writer)  # the pictures come made
+            steps = StepFiles(Path(tmp), previewer, writer)
             t = time.perf_counter()
             for k in range(1, args.steps + 1):
                 steps.step(StepState(k, args.steps, 999.0 - k, 1.0, latents, latents, 1.0), pictures[k - 1])

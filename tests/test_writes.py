@@ -15,12 +15,14 @@ import pytest
 import torch
 from PIL import Image
 
+from invoke_shell.engines.previews import SD1_LATENT_RGB, LatentPreviewer
 from invoke_shell.files import metadata, outputs
 from invoke_shell.files.step_files import StepFiles, StepWriter
 from invoke_shell.line.requests import ImageRequest
 
 MODEL = metadata.ModelInfo("tiny-random", "/models/tiny", "0123456789")
 RED = Image.new("RGB", (8, 8), (255, 0, 0))
+PREVIEWER = LatentPreviewer(SD1_LATENT_RGB)  # the writer makes pictures with it only for steps sent without
 WHERE_HINT = "  hint: choose a folder you can write to: -o DIR for a line, --outdir DIR at launch"
 
 
@@ -171,8 +173,8 @@ def test_a_leftover_intermediates_folder_keeps_its_number(tmp_path):
 
     writer = StepWriter()
     try:
-        steps = StepFiles(folder, lambda s: (RED, None), writer)
-        steps.step(StepState(1, 1, 999.0, 1.0, torch.zeros(1, 4, 8, 8), None, 1.0))
+        steps = StepFiles(folder, PREVIEWER, writer)
+        steps.step(StepState(1, 1, 999.0, 1.0, torch.zeros(1, 4, 8, 8), None, 1.0), (RED, None))
         with pytest.raises(outputs.WriteError) as e:  # raised in the writer process, shown here
             steps.finish(folder / "000003.7.png").result()  # an image whose folder is the old one
     finally:
@@ -196,13 +198,13 @@ def _step(k: int):
 def test_steps_of_an_abandoned_image_leave_nothing_and_the_writer_goes_on(tmp_path):
     writer = StepWriter()
     try:
-        gone = StepFiles(tmp_path, lambda s: (RED, RED), writer)
-        gone.step(_step(1))
+        gone = StepFiles(tmp_path, PREVIEWER, writer)
+        gone.step(_step(1), (RED, RED))
         gone.abandon()  # Ctrl-C or a failed generation
         assert names(tmp_path / "intermediates") == []
-        kept = StepFiles(tmp_path, lambda s: (Image.new("RGB", (8, 8), (60 * s.step, 0, 0)), RED), writer)
+        kept = StepFiles(tmp_path, PREVIEWER, writer)
         for k in (1, 2, 3):
-            kept.step(_step(k))
+            kept.step(_step(k), (Image.new("RGB", (8, 8), (60 * k, 0, 0)), RED))
         files = kept.finish(tmp_path / "000001.5.png").result()
     finally:
         writer.shutdown()
@@ -216,24 +218,23 @@ def test_steps_of_an_abandoned_image_leave_nothing_and_the_writer_goes_on(tmp_pa
 
 
 def test_a_writer_process_that_dies_is_one_message_and_the_next_image_gets_a_new_one(tmp_path):
-    import signal
 
     writer = StepWriter()
     try:
-        steps = StepFiles(tmp_path, lambda s: (RED, None), writer)
-        steps.step(_step(1))
-        steps._handed[-1].result().result()  # the process is up and has written the step
-        for pid in list(writer.process()._processes):  # killed from outside (the OOM killer, a user)
-            os.kill(pid, signal.SIGKILL)
+        steps = StepFiles(tmp_path, PREVIEWER, writer)
+        steps.step(_step(1), (RED, None))
+        assert writer.cpu_seconds() > 0  # the process is up and has written the step
+        writer.process().kill()  # killed from outside (the OOM killer, a user)
+        writer.process().join()
         with pytest.raises(outputs.WriteError) as e:
-            steps.step(_step(2))
+            steps.step(_step(2), (RED, None))
             steps.finish(tmp_path / "000001.5.png").result()
         assert e.value.show() == (
             "error: the intermediates writer process stopped\n  hint: run the line again (a new writer starts)"
         )
         assert names(tmp_path / "intermediates") == []  # its hidden folder went with it
-        again = StepFiles(tmp_path, lambda s: (RED, None), writer)
-        again.step(_step(1))
+        again = StepFiles(tmp_path, PREVIEWER, writer)
+        again.step(_step(1), (RED, None))
         again.finish(tmp_path / "000002.5.png").result()
     finally:
         writer.shutdown()
@@ -252,9 +253,9 @@ def test_full_size_previews_keep_their_size_on_disk_and_are_reduced_in_the_sheet
     big = (Image.new("RGB", (512, 512), (200, 30, 30)), Image.new("RGB", (512, 512), (30, 30, 200)))
     writer = StepWriter()
     try:
-        steps = StepFiles(tmp_path, lambda s: big, writer)
+        steps = StepFiles(tmp_path, PREVIEWER, writer)
         for k in (1, 2, 3):
-            steps.step(_step(k))
+            steps.step(_step(k), big)
         steps.finish(tmp_path / "000001.5.png").result()
     finally:
         writer.shutdown()
@@ -559,5 +560,4 @@ def test_one_writer_process_however_many_threads_ask_at_once():
         assert len({id(p) for p in got}) == 1
     finally:
         writer.shutdown()
-        for p in set(got):
-            p.shutdown(wait=True)
+        assert not got[0].is_alive()

@@ -13,7 +13,7 @@ Writing them, beside the generation, is step_files.py's job:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,7 +23,6 @@ from invoke_shell.files.sheets import col_labels_height, draw_row_labels, drawin
 
 if TYPE_CHECKING:
     from invoke_shell.engines.generate import StepState
-    from invoke_shell.engines.previews import Previewer
 
 
 @dataclass(frozen=True)
@@ -42,17 +41,6 @@ class StepInfo:
 
 
 Frame = tuple[StepInfo, Image.Image, Image.Image | None]  # a step, its x_t picture, its x0 picture
-Render = Callable[["StepState"], tuple[Image.Image, Image.Image | None]]
-
-
-def approx_render(previewer: Previewer) -> Render:
-    """x_t and x0 pictures through the model's fast previewer (its decoder, or the linear map)."""
-
-    def render(s: StepState) -> tuple[Image.Image, Image.Image | None]:
-        xt, *x0 = previewer.pictures(s.latents * s.preview_scale, *([] if s.denoised is None else [s.denoised]))
-        return xt, x0[0] if x0 else None
-
-    return render
 
 
 def chosen(s: StepState, every: int, include_start: bool) -> bool:

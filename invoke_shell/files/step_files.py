@@ -1,11 +1,12 @@
 """Per-step intermediates, written beside the generation rather than in its way.
 
-A chosen step passes through two hands. A thread in this process turns it into pictures (the
-fast previewer, torch code that lets go of the GIL while it computes) and plain arrays; a
-writer process, spawned once per session with no torch in it, writes the files and draws the
-animation frames and the contact sheet. That drawing (text, GIF quantizing, pasting) holds the
-GIL: on a thread it slowed the UNet's Python loop by ~15 % on the embedded model; in its own
-process it runs on the other core and costs the generation only the hand-over.
+The generation's thread only copies a chosen step's latents and sends them down a pipe: on the
+embedded model, whose sampler loop is Python-bound on one core, any work in this process (a
+preview decoder's torch call, pickling pictures, a process pool's helper threads waking) holds
+the GIL the loop needs, and cost the line 10-20 %. A writer process, spawned once per session,
+does the rest on the other core: it decodes the fast previews with the model's previewer (sent
+once), writes the files, draws the animation frames and the contact sheet. The exact VAE
+pictures (`--intermediates_decode vae`) need the model, so they are made here and sent along.
 
 The files go to a hidden folder under intermediates/, which takes the image's name once
 everything is written; an old folder of that name is never reused.
@@ -13,19 +14,23 @@ everything is written; an old folder of that name is never reused.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
+import queue
 import secrets
 import shutil
 import signal
 import threading
+import weakref
 import zlib
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -35,110 +40,198 @@ from invoke_shell.files.outputs import WriteError, intermediates_dir, write_erro
 
 if TYPE_CHECKING:
     from invoke_shell.engines.generate import StepState
+    from invoke_shell.engines.previews import Previewer
 
-T = TypeVar("T")
-_DIED = ("the intermediates writer process stopped", "run the line again (a new writer starts)")
+Pictures = tuple[Image.Image, Image.Image | None]  # a step's x_t and x0 pictures
+
+
+class WriterDied(WriteError):
+    def __init__(self) -> None:
+        super().__init__("the intermediates writer process stopped", "run the line again (a new writer starts)")
 
 
 class StepWriter:
-    """The render thread and the writer process a session shares. The process starts with the
-    first step handed to it; if it dies, the next line starts a new one."""
+    """The writer process a session shares and the pipe to it. The process starts with the
+    first folder opened; if it dies, the next line starts a new one."""
 
     def __init__(self) -> None:
-        self.thread = ThreadPoolExecutor(1, thread_name_prefix="invoke-steps")
-        self._process: ProcessPoolExecutor | None = None
-        self._starting = threading.Lock()
+        self._sending = threading.Lock()  # one start, one message at a time
+        self._reading = threading.Lock()
+        self._conn: Connection | None = None
+        self._process: BaseProcess | None = None
+        self._answers: dict[int, tuple[bool, Any]] = {}
+        self._tokens = itertools.count()
+        self._previewers: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()  # sent this process
 
-    def process(self) -> ProcessPoolExecutor:
-        # under a lock: two threads asking at once (a benchmark beside the render thread) made two
-        # processes, and a folder opened in one was finished in the other
-        with self._starting:
-            if self._process is None:
-                # spawn, not fork: forking a process that holds torch's thread pools can hang the child
-                ctx = multiprocessing.get_context("spawn")
-                self._process = ProcessPoolExecutor(1, mp_context=ctx, initializer=_ignore_ctrl_c)
-            return self._process
+    def process(self) -> BaseProcess:
+        """The writer process, started if it is not running."""
+        with self._sending:
+            return self._started()[1]
+
+    def _started(self) -> tuple[Connection, BaseProcess]:
+        if self._conn is None or self._process is None:
+            # spawn, not fork: forking a process that holds torch's thread pools can hang the child
+            ctx = multiprocessing.get_context("spawn")
+            here, there = ctx.Pipe()
+            process = ctx.Process(target=_serve, args=(there,), name="invoke-steps", daemon=True)
+            process.start()
+            there.close()  # the child holds its end: its death is end-of-file here
+            self._conn, self._process = here, process
+            self._previewers = weakref.WeakKeyDictionary()
+        return self._conn, self._process
+
+    def send(self, *message: object) -> Connection:
+        """Send a message (a few microseconds: no thread here wakes for it); the connection it went down."""
+        with self._sending:
+            self._started()
+            return self._send(message)
+
+    def _send(self, message: tuple[object, ...]) -> Connection:
+        conn, _ = self._started()
+        try:
+            conn.send(message)
+        except OSError:
+            self._forget()
+            raise WriterDied() from None
+        return conn
+
+    def previewer(self, previewer: Previewer) -> int:
+        """The writer process's key for this previewer, sent to it the first time."""
+        with self._sending:
+            self._started()  # a new process has none of the old one's
+            key = self._previewers.get(previewer)
+            if key is None:
+                key = self._previewers[previewer] = next(self._tokens)
+                self._send(("previewer", key, previewer))
+            return key
+
+    def ask(self, *message: object) -> tuple[Connection, int]:
+        """Send a message that gets an answer: what `answer` waits for."""
+        token = next(self._tokens)
+        return self.send(message[0], token, *message[1:]), token
+
+    def answer(self, asked: tuple[Connection, int]) -> Any:
+        """The writer's answer to `ask`, or its error raised here."""
+        conn, token = asked
+        with self._reading:
+            while token not in self._answers:
+                if conn is not self._conn:  # the process that was asked died and was replaced
+                    raise WriterDied()
+                try:
+                    got, ok, value = conn.recv()
+                except (EOFError, OSError):
+                    self.lost()
+                    raise WriterDied() from None
+                self._answers[got] = (ok, value)
+            ok, value = self._answers.pop(token)
+        if not ok:
+            raise value
+        return value
+
+    def cpu_seconds(self) -> float:
+        """CPU time the writer process has used (for benchmarks)."""
+        return float(self.answer(self.ask("cpu")))
 
     def lost(self) -> None:
         """The process died: forget it (the next line starts another)."""
-        with self._starting:
-            if self._process is not None:
-                self._process.shutdown(wait=False, cancel_futures=True)
-                self._process = None
+        with self._sending:
+            self._forget()
+
+    def _forget(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        if self._process is not None:
+            self._process.join(timeout=1)
+        self._conn = self._process = None
 
     def shutdown(self) -> None:
-        self.thread.shutdown(wait=True)
-        if self._process is not None:
-            self._process.shutdown(wait=True)
+        """Let the writer finish what it was sent, then stop it."""
+        with self._sending:
+            if self._conn is None or self._process is None:
+                return
+            try:
+                self._conn.send(("stop",))
+            except OSError:
+                pass
+            self._process.join()
+            self._conn.close()
+            self._conn = self._process = None
 
 
 class Finishing:
     """A finished folder's files, once the writer process has written them all."""
 
-    def __init__(self, handed: Future[Future[list[str]]], files: StepFiles) -> None:
-        self._handed, self._files = handed, files
+    def __init__(self, files: StepFiles, asked: tuple[Connection, int] | None, error: WriteError | None) -> None:
+        self._files, self._asked, self._error = files, asked, error
 
     def result(self) -> list[Path]:
+        if self._asked is None:
+            assert self._error is not None
+            raise self._error
         try:
-            return [Path(p) for p in self._handed.result().result()]
-        except BrokenProcessPool:
-            self._files.writer_died()
-            raise WriteError(*_DIED) from None
+            return [Path(p) for p in self._files.writer.answer(self._asked)]
+        except WriterDied:
+            self._files.gone()
+            raise
 
 
 class StepFiles:
     """One image's per-step files: `step` hands each chosen step over as it comes, `finish`
-    names the folder after the image once it has a name, `abandon` removes it."""
+    names the folder after the image once it has a name, `abandon` removes it. A writer that
+    dies never stops the image: its steps are dropped and `finish` reports it."""
 
-    def __init__(self, samples: Path, render: intermediates.Render, writer: StepWriter) -> None:
-        self.render, self.writer = render, writer
+    def __init__(self, samples: Path, previewer: Previewer, writer: StepWriter) -> None:
+        self.writer = writer
         self.folder = samples / "intermediates" / f".steps-{secrets.token_hex(4)}.tmp"
         try:
             self.folder.mkdir(parents=True)
         except OSError as e:
             raise write_error(f"could not make {self.folder.parent}", e) from None
-        self._handed: list[Future[Future[None]]] = []
-        self.writer.thread.submit(self._send, open_folder, str(self.folder))
+        self.steps = 0  # handed over
+        self._error: WriteError | None = None
+        try:
+            self.writer.send("open", str(self.folder), self.writer.previewer(previewer))
+        except WriterDied as e:
+            self._error = e
+            self.gone()
 
-    @property
-    def steps(self) -> int:
-        return len(self._handed)
-
-    def step(self, state: StepState, pictures: tuple[Image.Image, Image.Image | None] | None = None) -> None:
-        """Write a step's files; `pictures` (x_t, x0) when they were made already, else `render`."""
-        self._handed.append(self.writer.thread.submit(self._hand_over, state, pictures))
+    def step(self, state: StepState, pictures: Pictures | None = None) -> None:
+        """Send a step; `pictures` (x_t, x0) when they were made already, else the writer makes
+        them with the model's previewer."""
+        self.steps += 1
+        if self._error is not None:
+            return
+        tensors = {"latents": state.latents.detach().float().cpu().numpy()}
+        if state.denoised is not None:
+            tensors["denoised"] = state.denoised.detach().float().cpu().numpy()
+        try:
+            self.writer.send("step", str(self.folder), intermediates.StepInfo.of(state), tensors, pictures)
+        except WriterDied as e:
+            self._error = e
+            self.gone()
 
     def finish(self, image_path: Path) -> Finishing:
-        final = str(intermediates_dir(image_path))
-        return Finishing(self.writer.thread.submit(self._send, finish_folder, str(self.folder), final), self)
+        if self._error is not None:
+            return Finishing(self, None, self._error)
+        try:
+            return Finishing(
+                self, self.writer.ask("finish", str(self.folder), str(intermediates_dir(image_path))), None
+            )
+        except WriterDied as e:
+            self.gone()
+            return Finishing(self, None, e)
 
     def abandon(self) -> None:
         try:
-            self.writer.thread.submit(self._send, abandon_folder, str(self.folder)).result().result()
-        except (BrokenProcessPool, WriteError):  # it died, now or before: the folder goes here
-            self.writer_died()
+            if self._error is None:
+                self.writer.answer(self.writer.ask("abandon", str(self.folder)))
+        except WriterDied:
+            pass
+        self.gone()
 
-    def writer_died(self) -> None:
-        """The writer process died: a new one for the next line, and this folder goes."""
-        self.writer.lost()
+    def gone(self) -> None:
+        """The folder goes (abandoned, or its writer died)."""
         shutil.rmtree(self.folder, ignore_errors=True)
-
-    def _hand_over(self, s: StepState, pictures: tuple[Image.Image, Image.Image | None] | None) -> Future[None]:
-        """On the render thread: the step's pictures and arrays, to the writer process."""
-        xt, x0 = pictures or self.render(s)
-        tensors = {"latents": s.latents.detach().float().cpu().numpy()}
-        if s.denoised is not None:
-            tensors["denoised"] = s.denoised.detach().float().cpu().numpy()
-        return self._send(write_step, str(self.folder), intermediates.StepInfo.of(s), tensors, xt, x0)
-
-    def _send(self, fn: Callable[..., T], *args: object) -> Future[T]:
-        try:
-            return self.writer.process().submit(fn, *args)
-        except BrokenProcessPool:
-            self.writer.lost()
-            failed: Future[T] = Future()
-            failed.set_exception(WriteError(*_DIED))
-            return failed
 
 
 # ---- in the writer process: each open folder's frames, kept until the folder is finished
@@ -146,6 +239,7 @@ class StepFiles:
 
 @dataclass
 class _Folder:
+    previewer: Previewer  # what draws the steps that come without pictures
     # each step: its info, whether it has an x0, its contact-sheet column, its GIF frame
     frames: list[tuple[intermediates.StepInfo, bool, Image.Image, Image.Image]] = field(default_factory=list)
     encoding: list[Future[None]] = field(default_factory=list)  # the steps' PNGs being written
@@ -176,18 +270,75 @@ def _encode(im: Image.Image, path: str) -> Future[None]:
     return _encoders.submit(im.save, path, "PNG", **_FAST_PNG)
 
 
-def _ignore_ctrl_c() -> None:
+_previewers: dict[int, Previewer] = {}
+
+
+def _serve(conn: Connection) -> None:
+    """The writer process: messages in the order sent, read by a thread so that the sender never
+    waits on a busy writer; answers for finish, abandon and cpu."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the line in the shell, not its writer
+    inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+
+    def receive() -> None:
+        while True:
+            try:
+                inbox.put(conn.recv())
+            except (EOFError, OSError):  # the shell has gone
+                inbox.put(("stop",))
+                return
+
+    threading.Thread(target=receive, daemon=True).start()
+    answered: dict[str, Callable[..., Any]] = {"finish": finish_folder, "abandon": abandon_folder, "cpu": _cpu}
+    while True:
+        kind, *args = inbox.get()
+        if kind == "stop":
+            break
+        if kind == "step":
+            write_step(*args)
+        elif kind == "open":
+            open_folder(*args)
+        elif kind == "previewer":
+            _previewers[args[0]] = args[1]
+        else:
+            token, *rest = args
+            try:
+                reply: tuple[Any, ...] = (token, True, answered[kind](*rest))
+            except Exception as e:
+                reply = (token, False, e if isinstance(e, WriteError) else WriteError(f"intermediates: {e}"))
+            try:
+                conn.send(reply)
+            except OSError:
+                break
+    for folder in list(_open):  # the shell stopped mid-image: its steps go
+        abandon_folder(folder)
+
+
+def _cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def _render(f: _Folder, s: intermediates.StepInfo, tensors: dict[str, np.ndarray]) -> Pictures:
+    """A step's x_t and x0 through the model's fast previewer, on one thread of this process."""
+    import torch
+
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)  # the other core is the generation's
+    latents = torch.from_numpy(tensors["latents"]) * s.preview_scale
+    x0 = [torch.from_numpy(tensors["denoised"])] if "denoised" in tensors else []
+    xt, *rest = f.previewer.pictures(latents, *x0)
+    return xt, rest[0] if rest else None
 
 
 def write_step(
-    folder: str, s: intermediates.StepInfo, tensors: dict[str, np.ndarray], xt: Image.Image, x0: Image.Image | None
+    folder: str, s: intermediates.StepInfo, tensors: dict[str, np.ndarray], pictures: Pictures | None
 ) -> None:
     from safetensors.numpy import save_file
 
     f = _open.get(folder)
-    if f is None or f.failed is not None:  # None: this process replaced one that died
+    if f is None or f.failed is not None:
         return
+    xt, x0 = pictures or _render(f, s, tensors)
     stem = os.path.join(folder, f"step_{s.step:03d}")
     tags = {"step": str(s.step), "timestep": f"{s.timestep:.3f}", "sigma": f"{s.sigma:.5f}"}
     tags["preview_scale"] = repr(s.preview_scale)
@@ -203,10 +354,7 @@ def write_step(
 
 def finish_folder(folder: str, final: str) -> list[str]:
     """The contact sheet and the animation, then the folder takes its name; the files' paths."""
-    f = _open.pop(folder, None)
-    if f is None:  # the process that held its steps died and this one replaced it
-        shutil.rmtree(folder, ignore_errors=True)
-        raise WriteError(*_DIED)
+    f = _open.pop(folder)
     f.written()
     try:
         if f.failed is not None:
@@ -243,8 +391,8 @@ def finish_folder(folder: str, final: str) -> list[str]:
     return [os.path.join(final, n) for n in [*names, "contact_sheet.png", "steps.gif"]]
 
 
-def open_folder(folder: str) -> None:
-    _open[folder] = _Folder()
+def open_folder(folder: str, previewer: int) -> None:
+    _open[folder] = _Folder(_previewers[previewer])
 
 
 def abandon_folder(folder: str) -> None:

@@ -33,7 +33,7 @@ class StepWatch:
         self.every = line.save_intermediates or 0
         self.files: StepFiles | None = None  # written while the image is made, named when it has a name
         if self.every:
-            self.files = StepFiles(samples, intermediates.approx_render(model.previewer), writer)
+            self.files = StepFiles(samples, model.previewer, writer)
 
     @property
     def on_step(self) -> Callable[[StepState], None] | None:
@@ -43,7 +43,7 @@ class StepWatch:
         if self.line.preview and state.denoised is not None:
             self.show(self.model.previewer(state.denoised))  # ~2 ms: the preview decoder
         if self.files is not None and intermediates.chosen(state, self.every, self.img2img):
-            pictures = None  # the fast previews, made beside the next steps
+            pictures = None  # the fast previews, made by the writer process
             if self.line.intermediates_decode == "vae":  # the exact pictures: on this thread, the model's
                 decode = self.model.engine.decode
                 pictures = (
