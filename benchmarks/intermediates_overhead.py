@@ -43,12 +43,13 @@ def main() -> None:
 
     cpu = {"plain": [], "saved": [], "writer": []}  # CPU seconds per line: steadier than wall time here
 
-    def saved(seed: int, samples: Path) -> tuple[float, float]:
+    def saved(seed: int, samples: Path, first: bool = False) -> tuple[float, float]:
         """As the session does it: each step handed over while the next steps are computed, then
-        the contact sheet, the animation and the folder's name. Seconds to the image, to the end."""
+        the contact sheet, the animation and the folder's name. Seconds to the image, to the end.
+        The first line starts the writer process, which loads torch for the previewer as it runs."""
+        w = 0.0 if first else writer.cpu_seconds()
+        c, t = time.process_time(), time.perf_counter()
         steps = StepFiles(samples, previewer, writer)
-        c, w = time.process_time(), writer.cpu_seconds()
-        t = time.perf_counter()
         engine.generate(req.with_(seed=seed), on_step=steps.step, on_progress=lambda done, total: None)
         image = time.perf_counter() - t
         steps.finish(samples / f"{seed:06d}.{seed}.png").result()
@@ -65,7 +66,7 @@ def main() -> None:
 
     pairs = []  # (plain, saving's image, saving's whole line) of one seed, in alternating order
     with tempfile.TemporaryDirectory() as tmp:
-        first = saved(10_000, Path(tmp))  # starts the writer process, as a session's first such line
+        first = saved(10_000, Path(tmp), first=True)
         for i in range(args.runs):
             if i % 2:
                 image, whole = saved(i, Path(tmp))
