@@ -561,3 +561,36 @@ def test_one_writer_process_however_many_threads_ask_at_once():
     finally:
         writer.shutdown()
         assert not got[0].is_alive()
+
+
+def test_steps_from_a_gpu_are_copied_on_a_thread_and_all_written_before_the_folder_is_named(tmp_path):
+    # a GPU's latents: the copy to the CPU waits for the GPU, so a thread makes it, not the generation
+    from types import SimpleNamespace
+
+    from safetensors.torch import load_file
+
+    class OnGpu:
+        device = SimpleNamespace(type="cuda")
+
+        def __init__(self, t: torch.Tensor) -> None:
+            self.t = t
+
+        def detach(self) -> torch.Tensor:
+            return self.t
+
+    writer = StepWriter()
+    try:
+        steps = StepFiles(tmp_path, PREVIEWER, writer)
+        for k in (1, 2, 3):
+            s = _step(k)
+            steps.step(type(s)(k, 3, s.timestep, s.sigma, OnGpu(s.latents), OnGpu(s.denoised), 1.0))
+        steps.finish(tmp_path / "000001.5.png").result()
+    finally:
+        writer.shutdown()
+    folder = tmp_path / "intermediates" / "000001.5"
+    assert [load_file(folder / f"step_{k:03d}.safetensors")["latents"][0, 0, 0, 0].item() for k in (1, 2, 3)] == [
+        1,
+        2,
+        3,
+    ]
+    assert Image.open(folder / "steps.gif").n_frames == 3

@@ -62,6 +62,14 @@ class StepWriter:
         self._answers: dict[int, tuple[bool, Any]] = {}
         self._tokens = itertools.count()
         self._previewers: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()  # sent this process
+        self._copier: ThreadPoolExecutor | None = None
+
+    def copier(self) -> ThreadPoolExecutor:
+        """The thread that copies a GPU's steps to the CPU and sends them, in order."""
+        with self._sending:
+            if self._copier is None:
+                self._copier = ThreadPoolExecutor(1, thread_name_prefix="invoke-steps-copy")
+            return self._copier
 
     def process(self) -> BaseProcess:
         """The writer process, started if it is not running."""
@@ -146,6 +154,8 @@ class StepWriter:
 
     def shutdown(self) -> None:
         """Let the writer finish what it was sent, then stop it."""
+        if self._copier is not None:
+            self._copier.shutdown(wait=True)
         with self._sending:
             if self._conn is None or self._process is None:
                 return
@@ -189,6 +199,7 @@ class StepFiles:
             raise write_error(f"could not make {self.folder.parent}", e) from None
         self.steps = 0  # handed over
         self._error: WriteError | None = None
+        self._copying: Future[None] | None = None  # the last step copied from a GPU on the writer's thread
         try:
             self.writer.send("open", str(self.folder), self.writer.previewer(previewer))
         except WriterDied as e:
@@ -197,8 +208,15 @@ class StepFiles:
 
     def step(self, state: StepState, pictures: Pictures | None = None) -> None:
         """Send a step; `pictures` (x_t, x0) when they were made already, else the writer makes
-        them with the model's previewer."""
+        them with the model's previewer. A GPU's latents are copied on a thread: the copy waits
+        for the GPU to finish the step, and the generation should not."""
         self.steps += 1
+        if state.latents.device.type == "cpu":
+            self._send_step(state, pictures)
+        else:
+            self._copying = self.writer.copier().submit(self._send_step, state, pictures)
+
+    def _send_step(self, state: StepState, pictures: Pictures | None) -> None:
         if self._error is not None:
             return
         tensors = {"latents": state.latents.detach().float().cpu().numpy()}
@@ -210,7 +228,13 @@ class StepFiles:
             self._error = e
             self.gone()
 
+    def _sent(self) -> None:
+        """Wait until the steps copied on the thread are sent (the finish must come after them)."""
+        if self._copying is not None:
+            self._copying.result()
+
     def finish(self, image_path: Path) -> Finishing:
+        self._sent()
         if self._error is not None:
             return Finishing(self, None, self._error)
         try:
@@ -222,6 +246,7 @@ class StepFiles:
             return Finishing(self, None, e)
 
     def abandon(self) -> None:
+        self._sent()
         try:
             if self._error is None:
                 self.writer.answer(self.writer.ask("abandon", str(self.folder)))
