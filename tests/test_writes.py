@@ -401,6 +401,8 @@ def test_save_before_any_image_and_a_bad_name(make_shell, tmp_path):
     assert shell.lines[-1].startswith(f"error: {tmp_path / 'x.jpg'} is not a folder and its name does not end in .png")
     shell.handle(f"!save {tmp_path / 'no' / 'x.png'}")
     assert shell.lines[-1].startswith(f"error: folder {tmp_path / 'no'} does not exist")
+    shell.handle(f"!save {tmp_path / 'keep' / 'new'}/")  # a trailing slash: a folder, made for it
+    assert shell.lines[-1] == f">> saved {tmp_path / 'keep' / 'new' / '000001.2.png'}"
 
 
 def test_o_expands_home_and_says_where_it_writes(make_shell, tmp_path, monkeypatch):
@@ -594,3 +596,46 @@ def test_steps_from_a_gpu_are_copied_on_a_thread_and_all_written_before_the_fold
         3,
     ]
     assert Image.open(folder / "steps.gif").n_frames == 3
+
+
+# ---- what a line with intermediates says, and when
+
+
+def test_a_file_named_intermediates_costs_only_the_steps_and_the_line_says_so(make_shell, tmp_path):
+    out = tmp_path / "out" / "img-samples"
+    out.mkdir(parents=True)
+    (out / "intermediates").write_text("not a folder")
+    shell = make_shell()
+    shell.handle("a red circle -s 2 -S 1")  # the numbering looked inside it and refused every image
+    shell.lines.clear()
+    shell.handle("a red circle -s 2 -S 2 --save_intermediates 1")
+    assert (out / "000001.1.png").exists() and (out / "000002.2.png").exists()
+    assert shell.lines[0].startswith(f"{out / '000002.2.png'}  seed 2  2 steps")
+    assert shell.lines[-1].startswith(
+        f"error: could not make {out / 'intermediates'}: {out / 'intermediates'} is a file, not a folder; "
+        "the line's images were saved without them\n  hint: "
+    )
+    assert (out / "intermediates").read_text() == "not a folder"
+
+
+def test_each_images_intermediates_line_comes_once_its_folder_is_written(make_shell, tmp_path):
+    shell = make_shell()
+    shell.handle("a red circle -s 3 -S 5 -n 2 --save_intermediates 3")
+    out = tmp_path / "out" / "img-samples"
+    said = [line for line in shell.lines if line.startswith((str(out), "   intermediates"))]
+    assert said == [
+        f"{out / '000001.5.png'}  seed 5  3 steps  " + said[0].rsplit("  ", 1)[1],
+        f"   intermediates: 1 step -> {out / 'intermediates' / '000001.5'}",
+        f"{out / '000002.6.png'}  seed 6  3 steps  " + said[2].rsplit("  ", 1)[1],
+        f"   intermediates: 1 step -> {out / 'intermediates' / '000002.6'}",
+    ]
+    assert sorted(p.name for p in (out / "intermediates").iterdir()) == ["000001.5", "000002.6"]
+
+
+def test_strength_0_runs_no_step_and_leaves_no_empty_folder(make_shell, tmp_path):
+    shell = make_shell()
+    shell.handle("a red circle -s 4 -S 1")
+    shell.lines.clear()
+    shell.handle("a blue circle -s 4 -S 1 -I -1 -f 0 --save_intermediates 1")
+    assert "   intermediates: none, no sampler step ran" in shell.lines
+    assert list((tmp_path / "out" / "img-samples" / "intermediates").iterdir()) == []

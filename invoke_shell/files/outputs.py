@@ -118,12 +118,19 @@ def write_sheet(
 
 
 def save_copy(
-    target: Path, req: ImageRequest, image: Image.Image, model: ModelInfo, steps_run: int, schedule_steps: int
+    target: Path,
+    req: ImageRequest,
+    image: Image.Image,
+    model: ModelInfo,
+    steps_run: int,
+    schedule_steps: int,
+    folder: bool = False,
 ) -> Path:
-    """!save: an image with its three chunks at a path of the user's, or numbered into a folder.
-    An existing file is never replaced; no log line (the PNG carries its command)."""
+    """!save: an image with its three chunks at a path of the user's, or numbered into a folder
+    (`folder`: the path was typed with a trailing slash, and is made if missing). An existing
+    file is never replaced; no log line (the PNG carries its command)."""
     chunks = metadata.png_chunks(req, model, steps_run, schedule_steps)
-    if target.is_dir():
+    if folder or target.is_dir():
         return _write_png(target, req.seed, image, chunks)
     if target.suffix.lower() != ".png":
         raise UsageError(f"{target} is not a folder and its name does not end in .png", "e.g. !save ~/keep/cat.png")
@@ -164,7 +171,7 @@ def next_number(folder: Path) -> int:
 def _names(folder: Path) -> list[str]:
     try:
         return os.listdir(folder)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # a file named intermediates holds no numbers
         return []
 
 

@@ -193,15 +193,14 @@ class StepFiles:
     def __init__(self, samples: Path, previewer: Previewer, writer: StepWriter) -> None:
         self.writer = writer
         self.folder = samples / "intermediates" / f".steps-{secrets.token_hex(4)}.tmp"
-        try:
-            self.folder.mkdir(parents=True)
-        except OSError as e:
-            raise write_error(f"could not make {self.folder.parent}", e) from None
         self.steps = 0  # handed over
-        self._error: WriteError | None = None
+        self._error: WriteError | None = None  # the image is still made; finishing reports it
         self._copying: Future[None] | None = None  # the last step copied from a GPU on the writer's thread
         try:
+            self.folder.mkdir(parents=True)
             self.writer.send("open", str(self.folder), self.writer.previewer(previewer))
+        except OSError as e:
+            self._error = write_error(f"could not make {self.folder.parent}", e)
         except WriterDied as e:
             self._error = e
             self.gone()

@@ -240,14 +240,17 @@ class ModelSession:
         requests = [requests[k] for k in mine]
         check_cost(model.engine, requests, self.limits, self.say)  # a refused line gets its error alone
         note_size(model.engine, model.info.name, requests, self.say)
-        pending: list[Finishing] = []
+        pending: list[tuple[Finishing, str]] = []  # each image's intermediates, and what to say when written
+        unwritten: list[outputs.WriteError] = []
         images, written = [], []
         started = time.perf_counter()
         first = 0.0  # seconds to the end of the first image, which pays one-time work
         try:
             for i, req in enumerate(requests, 1):
                 try:
-                    image, path = self._make_one(model, line, req, init, outdir, cancel, pending, quiet, mask)
+                    image, path = self._make_one(
+                        model, line, req, init, outdir, cancel, pending, unwritten, quiet, mask
+                    )
                 except outputs.WriteError as e:  # the next images could not be saved either: stop
                     left = f"; the line stopped, {len(requests) - i} of its {len(requests)} images not made"
                     raise UsageError(e.message + (left if i < len(requests) else ""), _KEPT) from None
@@ -261,11 +264,7 @@ class ModelSession:
                 if self.progress is not None and not quiet and len(requests) > 1:  # one image: its file line says it
                     self.progress(_progress_line(i, len(requests), self._made[-1], elapsed, first))
         finally:
-            for f in pending:  # intermediates of every image are on disk before the line ends
-                try:
-                    f.result()
-                except outputs.WriteError as e:  # the images are saved; only their steps are missing
-                    self.say(e.show())
+            self._report_steps(pending, unwritten)  # intermediates of every image are on disk before the line ends
             with self._lock:
                 self._progress = self._preview = None
         if layout is not None:
@@ -284,14 +283,29 @@ class ModelSession:
             )
             self.say(f"{path}  grid of {len(images)} images")
             written.append(path)
+        if unwritten:  # the images and sheets are saved; only some of their steps are missing
+            lost = unwritten[0]
+            raise outputs.WriteError(f"{lost.message}; the line's images were saved without them", lost.hint)
         return written
 
-    def save_last(self, target: Path) -> None:
+    def _report_steps(self, pending: list[tuple[Finishing, str]], unwritten: list[outputs.WriteError]) -> None:
+        """Wait for the intermediates handed over so far; say where each went, once it is there."""
+        for finishing, done in pending:
+            try:
+                finishing.result()
+                self.say(done)
+            except outputs.WriteError as e:
+                unwritten.append(e)
+        pending.clear()
+
+    def save_last(self, target: Path, folder: bool = False) -> None:
         """!save: the last image made this session, with its metadata, to a file or into a folder."""
         last = self._last
         if last is None:
             raise UsageError("no image has been made this session", "make one first; !save writes the last one")
-        path = outputs.save_copy(target, last.request, last.image, last.model, last.steps_run, last.schedule_steps)
+        path = outputs.save_copy(
+            target, last.request, last.image, last.model, last.steps_run, last.schedule_steps, folder
+        )
         if last.path is None:  # it was never on disk: from now on -I -1, !history and !show see this copy
             self._last = replace(last, path=path)
             with self._lock:
@@ -460,7 +474,8 @@ class ModelSession:
         init: Image.Image | None,
         outdir: Path,
         cancel: threading.Event,
-        pending: list[Finishing],
+        pending: list[tuple[Finishing, str]],
+        unwritten: list[outputs.WriteError],
         quiet: bool,
         mask: Image.Image | None = None,
     ) -> tuple[Image.Image, Path]:
@@ -521,11 +536,16 @@ class ModelSession:
             self.say(f">> note: {note}")
         with self._lock:
             self._made.append(Made(req, path, result.steps_run, result.seconds, model.info.name))
+        self._report_steps(pending, unwritten)  # the previous image's, finished while this one was made
         self.say(f"{path}  seed {req.seed}{what_varies(line, req)}  {result.steps_run} steps  {result.seconds:.2f} s")
-        if steps is not None:
+        if steps is not None and steps.steps == 0:  # strength 0: the init image, no sampler step
+            steps.abandon()
+            self.say("   intermediates: none, no sampler step ran")
+        elif steps is not None:
             folder = outputs.intermediates_dir(path)
-            pending.append(steps.finish(path))
-            self.say(f"   intermediates: {steps.steps} steps -> {folder}")
+            pending.append(
+                (steps.finish(path), f"   intermediates: {steps.steps} step{'s' * (steps.steps != 1)} -> {folder}")
+            )
         return result.image, path
 
     def _show(self, preview: Image.Image) -> None:

@@ -7,6 +7,7 @@ through the worker's frozen `Status`.
 from __future__ import annotations
 
 import glob
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -309,9 +310,10 @@ def _save(shell: Host, args: str) -> None:
     if not path:
         raise UsageError("!save needs a file or a folder", "e.g. !save ~/keep/cat.png, or !save ~/keep")
     target = Path(path).expanduser()
+    folder = path.endswith(("/", os.sep))  # `!save ~/keep/`: a folder, made if it is missing
 
     def save(session: ModelSession) -> None:
-        session.save_last(target)
+        session.save_last(target, folder)
 
     shell.run_job(Action(save), "!save " + args)
 
