@@ -18,3 +18,15 @@ def test_reported_sigma_after_each_step_is_the_schedules_next_entry(engine, samp
     after = [s.sigma for s in states[1:]]  # states[0] is the starting noise
     assert after == pytest.approx(planned[1:] + [0.0], rel=1e-4, abs=1e-6)
     assert states[0].sigma == pytest.approx(planned[0], rel=1e-4)
+
+
+@pytest.mark.parametrize("sampler", ["k_heun", "k_dpm_2"])
+def test_a_second_order_sampler_reports_each_step_once_whole(engine, sampler):
+    # two model calls a step: the steps a user asked for, not the calls (-s 5 made 9 files)
+    states = []
+    req = ImageRequest(prompt="a red circle", steps=5, cfg_scale=7.5, sampler=sampler, width=64, height=64, seed=3)
+    result = engine.generate(req, on_step=states.append)
+    assert [(s.step, s.total) for s in states] == [(k, 5) for k in range(6)]  # step 0: the starting noise
+    levels = [s.sigma for s in states]
+    assert all(a > b for a, b in zip(levels, levels[1:])) and levels[-1] == 0.0
+    assert result.steps_run == 5

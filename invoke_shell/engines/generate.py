@@ -40,7 +40,7 @@ class StepState:
     the noised init image for img2img); step k the latents after k steps."""
 
     step: int
-    total: int  # steps that run (scheduler calls: Heun-like samplers call twice per step)
+    total: int  # steps that run (a Heun-like sampler's two model calls are one step)
     timestep: float
     sigma: float  # noise level of `latents`
     latents: torch.Tensor  # exactly what diffusers' step callback exposes
@@ -250,14 +250,18 @@ class Engine:
             if on_progress is not None:
                 on_progress(i + 1, p.num_timesteps)
             if on_step is not None and tap is not None:
-                total = p.num_timesteps
+                # a 2nd-order sampler (k_heun, k_dpm_2) calls the model twice a step: a step is
+                # reported once whole (the last call is a single Euler step), numbered as the user counts
+                calls, two = p.num_timesteps, hasattr(scheduler, "state_in_first_order")
+                total, step = ((calls + 1) // 2, (i + 2) // 2) if two else (calls, i + 1)
                 if i == 0 and tap.start is not None and tap.start_sigma is not None:
                     on_step(
                         StepState(0, total, float(t), tap.start_sigma, tap.start, None, tap.vp_scale(tap.start_sigma))
                     )
-                latents = kwargs["latents"]
-                after = tap.level_after()
-                on_step(StepState(i + 1, total, float(t), after, latents, tap.denoised, tap.vp_scale(after)))
+                if not two or scheduler.state_in_first_order or i + 1 == calls:
+                    after = tap.level_after()
+                    latents = kwargs["latents"]
+                    on_step(StepState(step, total, float(t), after, latents, tap.denoised, tap.vp_scale(after)))
             done[0] = i + 1
             if cancel is not None and cancel.is_set():
                 raise Cancelled(i + 1)
