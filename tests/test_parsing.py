@@ -167,3 +167,15 @@ def test_did_you_mean_offers_the_one_name_a_word_starts():
     assert did_you_mean("tiny", ["tiny-shapes", "sd-1.5"]) == "tiny-shapes"  # !switch tiny
     assert did_you_mean("tiny", ["tiny-shapes", "tiny-random"]) is None  # two names start so: neither
     assert did_you_mean("k_eular", ["k_euler", "k_euler_a"]) == "k_euler"  # a misspelling, as before
+
+
+def test_intermediates_decode_without_saved_steps_gets_a_note():
+    notes: list[str] = []
+    parse_line("a red circle --intermediates_decode vae", {}, notes)
+    assert notes == [
+        "--intermediates_decode sets how the step files of --save_intermediates N are drawn; "
+        "this line saves none, so it is not used"
+    ]
+    notes.clear()
+    parse_line("a red circle --intermediates_decode vae --save_intermediates 5", {}, notes)
+    assert notes == []

@@ -215,6 +215,8 @@ def test_steps_of_an_abandoned_image_leave_nothing_and_the_writer_goes_on(tmp_pa
     from safetensors.torch import load_file
 
     assert load_file(folder / "step_002.safetensors")["latents"].eq(2.0).all()
+    mode = lambda name: (folder / name).stat().st_mode & 0o777  # noqa: E731
+    assert mode("step_002.safetensors") == mode("step_002.xt.png")  # safetensors made it owner-only
 
 
 def test_a_writer_process_that_dies_is_one_message_and_the_next_image_gets_a_new_one(tmp_path):

@@ -330,12 +330,17 @@ def _encode(im: Image.Image, path: str) -> Future[None]:
 
 
 _previewers: dict[int, Previewer] = {}
+_FILE_MODE = 0o644  # what a new file gets under the user's umask (set when the process starts)
 
 
 def _serve(conn: Connection) -> None:
     """The writer process: messages in the order sent, read by a thread so that the sender never
     waits on a busy writer; answers for finish, abandon and cpu."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the line in the shell, not its writer
+    global _FILE_MODE
+    umask = os.umask(0o022)  # read (only by setting it), before any thread could make a file
+    os.umask(umask)
+    _FILE_MODE = 0o666 & ~umask
     inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
 
     def receive() -> None:
@@ -403,6 +408,7 @@ def write_step(
     tags["preview_scale"] = repr(s.preview_scale)
     try:
         save_file(tensors, stem + ".safetensors", metadata=tags)  # in a folder no one else sees yet
+        os.chmod(stem + ".safetensors", _FILE_MODE)  # safetensors makes it owner-only, unlike the PNGs
     except OSError as e:
         f.failed = e
         return

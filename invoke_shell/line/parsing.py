@@ -63,6 +63,11 @@ def parse_line(
         return request
     if request.grid and request.iterations == 1 and not request.sweep:
         notes.append("-g/--grid makes a grid of a line's images; this line makes one, so there is no grid")
+    if "intermediates_decode" in values and not request.save_intermediates:
+        notes.append(
+            f"{BY_LONG['intermediates_decode'].shown} sets how the step files of --save_intermediates N are "
+            "drawn; this line saves none, so it is not used"
+        )
     if not (request.init_img or request.hires_fix or request.upscale):  # accepted: a recalled line may carry them
         notes += [
             f"{BY_LONG[name].shown} sets how an init image (-I) is redrawn; this line has none, so it is not used"
