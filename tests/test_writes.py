@@ -587,7 +587,10 @@ def test_steps_from_a_gpu_are_copied_on_a_thread_and_all_written_before_the_fold
         steps = StepFiles(tmp_path, PREVIEWER, writer)
         for k in (1, 2, 3):
             s = _step(k)
-            steps.step(type(s)(k, 3, s.timestep, s.sigma, OnGpu(s.latents), OnGpu(s.denoised), 1.0))
+            steps.step(
+                type(s)(k, 3, s.timestep, s.sigma, OnGpu(s.latents), OnGpu(s.denoised), 1.0),
+                (Image.new("RGB", (8, 8), (60 * k, 0, 0)), RED),
+            )
         steps.finish(tmp_path / "000001.5.png").result()
     finally:
         writer.shutdown()
@@ -641,3 +644,30 @@ def test_strength_0_runs_no_step_and_leaves_no_empty_folder(make_shell, tmp_path
     shell.handle("a blue circle -s 4 -S 1 -I -1 -f 0 --save_intermediates 1")
     assert "   intermediates: none, no sampler step ran" in shell.lines
     assert list((tmp_path / "out" / "img-samples" / "intermediates").iterdir()) == []
+
+
+def test_previews_are_the_same_pixels_whether_the_writer_or_the_shell_draws_them(tmp_path):
+    # the writer draws them once it has loaded torch; before that (a session's first line) the shell does
+    import numpy as np
+
+    from invoke_shell.engines.generate import StepState
+
+    g = torch.Generator().manual_seed(0)
+    state = StepState(1, 1, 999.0, 1.0, torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 4, 8, 8, generator=g), 0.7)
+    expected = [np.asarray(p) for p in PREVIEWER.pictures(state.latents * 0.7, state.denoised)]
+    writer = StepWriter()
+    try:
+        cold = StepFiles(tmp_path, PREVIEWER, writer)
+        cold.step(state)
+        cold.finish(tmp_path / "000001.5.png").result()
+        assert writer._warm.wait(60)  # torch loads once the first folder is written
+        warm = StepFiles(tmp_path, PREVIEWER, writer)
+        warm.step(state)
+        warm.finish(tmp_path / "000002.5.png").result()
+        assert (cold._draws_here, warm._draws_here) == (True, False)
+    finally:
+        writer.shutdown()
+    for k in (1, 2):
+        folder = tmp_path / "intermediates" / f"00000{k}.5"
+        got = [np.asarray(Image.open(folder / f"step_001.{kind}.png")) for kind in ("xt", "x0")]
+        assert all(np.array_equal(a, b) for a, b in zip(got, expected))

@@ -63,6 +63,7 @@ class StepWriter:
         self._tokens = itertools.count()
         self._previewers: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()  # sent this process
         self._copier: ThreadPoolExecutor | None = None
+        self._warm: Any = None  # set by the writer process once it has torch, to draw previews
 
     def copier(self) -> ThreadPoolExecutor:
         """The thread that copies a GPU's steps to the CPU and sends them, in order."""
@@ -81,7 +82,8 @@ class StepWriter:
             # spawn, not fork: forking a process that holds torch's thread pools can hang the child
             ctx = multiprocessing.get_context("spawn")
             here, there = ctx.Pipe()
-            process = ctx.Process(target=_serve, args=(there,), name="invoke-steps", daemon=True)
+            self._warm = ctx.Event()
+            process = ctx.Process(target=_serve, args=(there, self._warm), name="invoke-steps", daemon=True)
             process.start()
             there.close()  # the child holds its end: its death is end-of-file here
             self._conn, self._process = here, process
@@ -103,10 +105,13 @@ class StepWriter:
             raise WriterDied() from None
         return conn
 
-    def previewer(self, previewer: Previewer) -> int:
-        """The writer process's key for this previewer, sent to it the first time."""
+    def previewer(self, previewer: Previewer) -> int | None:
+        """The writer process's key for this previewer, sent to it the first time; None while the
+        writer is still loading torch (about a second after it starts): the shell draws then."""
         with self._sending:
             self._started()  # a new process has none of the old one's
+            if not self._warm.is_set():
+                return None
             key = self._previewers.get(previewer)
             if key is None:
                 key = self._previewers[previewer] = next(self._tokens)
@@ -191,14 +196,17 @@ class StepFiles:
     dies never stops the image: its steps are dropped and `finish` reports it."""
 
     def __init__(self, samples: Path, previewer: Previewer, writer: StepWriter) -> None:
-        self.writer = writer
+        self.writer, self._previewer = writer, previewer
         self.folder = samples / "intermediates" / f".steps-{secrets.token_hex(4)}.tmp"
         self.steps = 0  # handed over
         self._error: WriteError | None = None  # the image is still made; finishing reports it
         self._copying: Future[None] | None = None  # the last step copied from a GPU on the writer's thread
+        self._draws_here = True  # the previews, while the writer cannot draw them yet
         try:
             self.folder.mkdir(parents=True)
-            self.writer.send("open", str(self.folder), self.writer.previewer(previewer))
+            key = self.writer.previewer(previewer)
+            self._draws_here = key is None
+            self.writer.send("open", str(self.folder), key)
         except OSError as e:
             self._error = write_error(f"could not make {self.folder.parent}", e)
         except WriterDied as e:
@@ -218,6 +226,10 @@ class StepFiles:
     def _send_step(self, state: StepState, pictures: Pictures | None) -> None:
         if self._error is not None:
             return
+        if pictures is None and self._draws_here:  # a session's first such line: the writer is starting
+            x0 = [] if state.denoised is None else [state.denoised]
+            xt, *drawn = self._previewer.pictures(state.latents * state.preview_scale, *x0)
+            pictures = xt, drawn[0] if drawn else None
         tensors = {"latents": state.latents.detach().float().cpu().numpy()}
         if state.denoised is not None:
             tensors["denoised"] = state.denoised.detach().float().cpu().numpy()
@@ -263,7 +275,7 @@ class StepFiles:
 
 @dataclass
 class _Folder:
-    previewer: Previewer  # what draws the steps that come without pictures
+    previewer: Previewer | None  # what draws the steps that come without pictures (None: they all come with)
     # each step: its info, whether it has an x0, its contact-sheet column, its GIF frame
     frames: list[tuple[intermediates.StepInfo, bool, Image.Image, Image.Image]] = field(default_factory=list)
     encoding: list[Future[None]] = field(default_factory=list)  # the steps' PNGs being written
@@ -333,9 +345,11 @@ _previewers: dict[int, Previewer] = {}
 _FILE_MODE = 0o644  # what a new file gets under the user's umask (set when the process starts)
 
 
-def _serve(conn: Connection) -> None:
+def _serve(conn: Connection, warm: Any) -> None:
     """The writer process: messages in the order sent, read by a thread so that the sender never
-    waits on a busy writer; answers for finish, abandon and cpu."""
+        waits on a busy writer; answers for finish, abandon and cpu. torch, for the previews, loads on
+        a thread of its own once the first folder is written (an import beside it slowed that line
+    by half a second): `warm` tells the shell when the writer can draw them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the line in the shell, not its writer
     global _FILE_MODE
     umask = os.umask(0o022)  # read (only by setting it), before any thread could make a file
@@ -352,6 +366,7 @@ def _serve(conn: Connection) -> None:
                 return
 
     threading.Thread(target=receive, daemon=True).start()
+    loading: threading.Thread | None = None
     answered: dict[str, Callable[..., Any]] = {"finish": finish_folder, "abandon": abandon_folder, "cpu": _cpu}
     while True:
         kind, *args = inbox.get()
@@ -373,8 +388,18 @@ def _serve(conn: Connection) -> None:
                 conn.send(reply)
             except OSError:
                 break
+            if loading is None and kind == "finish":  # after the first folder: its drawing came first
+                loading = threading.Thread(target=_load_torch, args=(warm,), daemon=True)
+                loading.start()
     for folder in list(_open):  # the shell stopped mid-image: its steps go
         abandon_folder(folder)
+
+
+def _load_torch(warm: Any) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # the other core is the generation's
+    warm.set()
 
 
 def _cpu() -> float:
@@ -386,10 +411,9 @@ def _render(f: _Folder, s: intermediates.StepInfo, tensors: dict[str, np.ndarray
     """A step's x_t and x0 through the model's fast previewer, on one thread of this process."""
     import torch
 
-    if torch.get_num_threads() != 1:
-        torch.set_num_threads(1)  # the other core is the generation's
     latents = torch.from_numpy(tensors["latents"]) * s.preview_scale
     x0 = [torch.from_numpy(tensors["denoised"])] if "denoised" in tensors else []
+    assert f.previewer is not None  # a folder opened without one gets every step's pictures
     xt, *rest = f.previewer.pictures(latents, *x0)
     return xt, rest[0] if rest else None
 
@@ -445,8 +469,8 @@ def finish_folder(folder: str, final: str) -> list[str]:
     return [os.path.join(final, n) for n in [*names, "contact_sheet.png", "steps.gif"]]
 
 
-def open_folder(folder: str, previewer: int) -> None:
-    _open[folder] = _Folder(_previewers[previewer])
+def open_folder(folder: str, previewer: int | None) -> None:
+    _open[folder] = _Folder(None if previewer is None else _previewers[previewer])
 
 
 def abandon_folder(folder: str) -> None:
