@@ -244,15 +244,16 @@ class Engine:
         on_step, on_progress, cancel = watch
         tap = StepTap(scheduler) if on_step is not None else None  # x0 per step only for those who look
         done = [0]  # steps finished, for the step a stop inside a model call reports
+        # a 2nd-order sampler (k_heun, k_dpm_2) calls the model twice a step: a step is reported
+        # once whole (the last call is a single Euler step), numbered as the user counts
+        two = hasattr(scheduler, "state_in_first_order")
 
         # denoise, reporting each step; Ctrl-C raises from the callback to stop at once
         def callback(p: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
             if on_progress is not None:
                 on_progress(i + 1, p.num_timesteps)
             if on_step is not None and tap is not None:
-                # a 2nd-order sampler (k_heun, k_dpm_2) calls the model twice a step: a step is
-                # reported once whole (the last call is a single Euler step), numbered as the user counts
-                calls, two = p.num_timesteps, hasattr(scheduler, "state_in_first_order")
+                calls = p.num_timesteps
                 total, step = ((calls + 1) // 2, (i + 2) // 2) if two else (calls, i + 1)
                 if i == 0 and tap.start is not None and tap.start_sigma is not None:
                     on_step(

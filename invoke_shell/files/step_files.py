@@ -25,7 +25,7 @@ import threading
 import weakref
 import zlib
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -297,8 +297,7 @@ class _Folder:
         last step, they are drawn while the shell decodes and saves the image (each step's column
         and frame were drawn as it came: what is left is pasting and encoding, and both encoders
         let go of the GIL)."""
-        for job in self.summary:
-            job.result()  # an earlier summary (a step came after the "last"): it is redrawn
+        wait(self.summary)  # an earlier summary (a step came after the "last"): it is redrawn over
         anim = [gif for *_, gif in self.frames]
         columns = [column for _, _, column, _ in self.frames]
         gif = dict(save_all=True, append_images=anim[1:], duration=250, loop=0)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from invoke_shell.errors import Cancelled, UsageError, escaped
 from invoke_shell.files import outputs
 from invoke_shell.files.metadata import ModelInfo
-from invoke_shell.files.step_files import Finishing, StepWriter
+from invoke_shell.files.step_files import StepWriter
 from invoke_shell.line import extras
 from invoke_shell.line.parsing import MAX_IMAGES, format_request
 from invoke_shell.line.requests import ImageRequest, LineRequest, expand, hires_size, hires_strength, upscales_init
@@ -36,7 +36,7 @@ from invoke_shell.session import sheet_plan
 from invoke_shell.session.limits import Limits, check_cost, note_size, out_of_memory
 from invoke_shell.session.share import Share, refuse_recall
 from invoke_shell.session.status import Made, State, Status
-from invoke_shell.session.step_watch import StepWatch
+from invoke_shell.session.step_watch import StepReports, StepWatch
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -240,17 +240,14 @@ class ModelSession:
         requests = [requests[k] for k in mine]
         check_cost(model.engine, requests, self.limits, self.say)  # a refused line gets its error alone
         note_size(model.engine, model.info.name, requests, self.say)
-        pending: list[tuple[Finishing, str]] = []  # each image's intermediates, and what to say when written
-        unwritten: list[outputs.WriteError] = []
+        reports = StepReports(self.say)  # each image's intermediates
         images, written = [], []
         started = time.perf_counter()
         first = 0.0  # seconds to the end of the first image, which pays one-time work
         try:
             for i, req in enumerate(requests, 1):
                 try:
-                    image, path = self._make_one(
-                        model, line, req, init, outdir, cancel, pending, unwritten, quiet, mask
-                    )
+                    image, path = self._make_one(model, line, req, init, outdir, cancel, reports, quiet, mask)
                 except outputs.WriteError as e:  # the next images could not be saved either: stop
                     left = f"; the line stopped, {len(requests) - i} of its {len(requests)} images not made"
                     raise UsageError(e.message + (left if i < len(requests) else ""), _KEPT) from None
@@ -264,7 +261,7 @@ class ModelSession:
                 if self.progress is not None and not quiet and len(requests) > 1:  # one image: its file line says it
                     self.progress(_progress_line(i, len(requests), self._made[-1], elapsed, first))
         finally:
-            self._report_steps(pending, unwritten)  # intermediates of every image are on disk before the line ends
+            reports.report()  # intermediates of every image are on disk before the line ends
             with self._lock:
                 self._progress = self._preview = None
         if layout is not None:
@@ -283,20 +280,10 @@ class ModelSession:
             )
             self.say(f"{path}  grid of {len(images)} images")
             written.append(path)
-        if unwritten:  # the images and sheets are saved; only some of their steps are missing
-            lost = unwritten[0]
+        if reports.unwritten:  # the images and sheets are saved; only some of their steps are missing
+            lost = reports.unwritten[0]
             raise outputs.WriteError(f"{lost.message}; the line's images were saved without them", lost.hint)
         return written
-
-    def _report_steps(self, pending: list[tuple[Finishing, str]], unwritten: list[outputs.WriteError]) -> None:
-        """Wait for the intermediates handed over so far; say where each went, once it is there."""
-        for finishing, done in pending:
-            try:
-                finishing.result()
-                self.say(done)
-            except outputs.WriteError as e:
-                unwritten.append(e)
-        pending.clear()
 
     def save_last(self, target: Path, folder: bool = False) -> None:
         """!save: the last image made this session, with its metadata, to a file or into a folder."""
@@ -474,8 +461,7 @@ class ModelSession:
         init: Image.Image | None,
         outdir: Path,
         cancel: threading.Event,
-        pending: list[tuple[Finishing, str]],
-        unwritten: list[outputs.WriteError],
+        reports: StepReports,
         quiet: bool,
         mask: Image.Image | None = None,
     ) -> tuple[Image.Image, Path]:
@@ -536,15 +522,15 @@ class ModelSession:
             self.say(f">> note: {note}")
         with self._lock:
             self._made.append(Made(req, path, result.steps_run, result.seconds, model.info.name))
-        self._report_steps(pending, unwritten)  # the previous image's, finished while this one was made
+        reports.report()  # the previous image's, finished while this one was made
         self.say(f"{path}  seed {req.seed}{what_varies(line, req)}  {result.steps_run} steps  {result.seconds:.2f} s")
         if steps is not None and steps.steps == 0:  # strength 0: the init image, no sampler step
             steps.abandon()
             self.say("   intermediates: none, no sampler step ran")
         elif steps is not None:
             folder = outputs.intermediates_dir(path)
-            pending.append(
-                (steps.finish(path), f"   intermediates: {steps.steps} step{'s' * (steps.steps != 1)} -> {folder}")
+            reports.add(
+                steps.finish(path), f"   intermediates: {steps.steps} step{'s' * (steps.steps != 1)} -> {folder}"
             )
         return result.image, path
 

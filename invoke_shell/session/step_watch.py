@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from invoke_shell.files import intermediates
-from invoke_shell.files.step_files import StepFiles, StepWriter
+from invoke_shell.files.outputs import WriteError
+from invoke_shell.files.step_files import Finishing, StepFiles, StepWriter
 from invoke_shell.line.requests import LineRequest
 
 if TYPE_CHECKING:
@@ -51,3 +52,27 @@ class StepWatch:
                     decode(state.denoised) if state.denoised is not None else None,
                 )
             self.files.step(state, pictures)
+
+
+class StepReports:
+    """A line's intermediates folders being finished, each said once it is written (the next
+    image's line waits for the previous folder, long done by then, so the order stays); the
+    errors of those that could not be written, whose images are saved all the same."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+        self.unwritten: list[WriteError] = []
+        self._pending: list[tuple[Finishing, str]] = []
+
+    def add(self, finishing: Finishing, done: str) -> None:
+        self._pending.append((finishing, done))
+
+    def report(self) -> None:
+        """Wait for the folders handed over so far; say where each went."""
+        for finishing, done in self._pending:
+            try:
+                finishing.result()
+                self.say(done)
+            except WriteError as e:
+                self.unwritten.append(e)
+        self._pending.clear()
