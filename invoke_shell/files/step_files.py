@@ -346,8 +346,8 @@ _FILE_MODE = 0o644  # what a new file gets under the user's umask (set when the 
 
 def _serve(conn: Connection, warm: Any) -> None:
     """The writer process: messages in the order sent, read by a thread so that the sender never
-        waits on a busy writer; answers for finish, abandon and cpu. torch, for the previews, loads on
-        a thread of its own once the first folder is written (an import beside it slowed that line
+    waits on a busy writer; answers for finish, abandon and cpu. torch, for the previews, loads on
+    a thread of its own once the first folder is written (an import beside it slowed that line
     by half a second): `warm` tells the shell when the writer can draw them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the line in the shell, not its writer
     global _FILE_MODE
