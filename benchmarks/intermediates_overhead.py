@@ -67,6 +67,7 @@ def main() -> None:
     pairs = []  # (plain, saving's image, saving's whole line) of one seed, in alternating order
     with tempfile.TemporaryDirectory() as tmp:
         first = saved(10_000, Path(tmp), first=True)
+        writer.ready(60)  # the writer loads torch after its first folder: the pairs time what follows
         for i in range(args.runs):
             if i % 2:
                 image, whole = saved(i, Path(tmp))

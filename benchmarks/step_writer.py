@@ -44,6 +44,7 @@ def main() -> None:
             (preview(64, 0), preview(64, 1)),
         )
         warm.finish(Path(tmp) / "000000.0.png").result()  # the writer process is up
+        writer.ready(60)  # and has loaded torch, which it does after its first folder
         for size in [int(s) for s in args.sizes.split(",")]:
             pictures = [(preview(size, 2 * k), preview(size, 2 * k + 1)) for k in range(args.steps)]
             latents = torch.zeros(1, 4, size // 8, size // 8)

@@ -660,7 +660,7 @@ def test_previews_are_the_same_pixels_whether_the_writer_or_the_shell_draws_them
         cold = StepFiles(tmp_path, PREVIEWER, writer)
         cold.step(state)
         cold.finish(tmp_path / "000001.5.png").result()
-        assert writer._warm.wait(60)  # torch loads once the first folder is written
+        assert writer.ready(60)  # torch loads once the first folder is written
         warm = StepFiles(tmp_path, PREVIEWER, writer)
         warm.step(state)
         warm.finish(tmp_path / "000002.5.png").result()

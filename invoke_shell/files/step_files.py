@@ -141,6 +141,13 @@ class StepWriter:
             raise value
         return value
 
+    def ready(self, timeout: float) -> bool:
+        """Wait until the writer can draw previews (it loads torch once its first folder is
+        written): for benchmarks, which time the steady state."""
+        with self._sending:
+            self._started()
+        return bool(self._warm.wait(timeout))
+
     def cpu_seconds(self) -> float:
         """CPU time the writer process has used (for benchmarks)."""
         return float(self.answer(self.ask("cpu")))
