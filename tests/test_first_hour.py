@@ -143,3 +143,13 @@ def test_fetch_of_a_sheet_or_a_grid_brings_back_its_whole_line(shapes):
     assert fetched.endswith("-n 2 -g") and "-S 4" in fetched
     one = next(line for line in lines if ".png  seed 4" in line).split()[0]
     assert "-n 2" not in said(shapes, f"!fetch {one}")[-1]  # an image of it: that one image
+
+
+def test_fetch_minus_n_brings_back_a_recent_images_command(shapes):
+    # as -I -1 and !show -1 take the last image, so does !fetch
+    said(shapes, "a green square on a yellow background -S 8 -s 2")
+    said(shapes, "a red circle on a blue background -S 9 -s 2")
+    assert said(shapes, "!fetch -1")[-1].startswith('"a red circle on a blue background" -s 2 -S 9')
+    assert said(shapes, "!fetch -2")[-1].startswith('"a green square on a yellow background" -s 2 -S 8')
+    error = said(shapes, "!fetch -999")[-1]
+    assert error.startswith("error: !fetch -999: this session has made ") and "give a file, or -1 for the last" in error

@@ -161,4 +161,4 @@ class PromptEncoder:
                     for t in tokens
                 ]
         chunks = max(1, math.ceil(total / self.window))
-        return f"{total} tokens in {chunks} chunk(s) of {self.window}: " + " ".join(parts)
+        return f"{total} token{'s' * (total != 1)} in {chunks} chunk(s) of {self.window}: " + " ".join(parts)

@@ -246,7 +246,7 @@ def _fetch(shell: Host, args: str) -> None:
     args = unquoted(args)
     if not args:
         raise UsageError("!fetch needs a PNG, a folder or a glob", "e.g. !fetch outputs/img-samples/000001.42.png")
-    target = Path(args).expanduser()
+    target = recent_image(shell, "!fetch", args) or Path(args).expanduser()
     defaults = shell.model_entry.defaults
     if target.is_dir() or any(c in args for c in "*?["):
         pattern = str(target / "*.png") if target.is_dir() else str(target)
@@ -264,6 +264,18 @@ def _fetch(shell: Host, args: str) -> None:
     for note in got.notes:
         shell.print(f">> note: {note}")
     shell.edit(got.command)
+
+
+def recent_image(shell: Host, command: str, arg: str) -> Path | None:
+    """The file of this session's N-th last image when `arg` is -N (as -I -N takes), else None."""
+    if not (arg.startswith("-") and arg[1:].isdigit()):
+        return None
+    made, back = _made(shell), int(arg[1:])
+    if not 1 <= back <= len(made):
+        raise UsageError(
+            f"{command} {arg}: this session has made {len(made)} image(s)", "give a file, or -1 for the last"
+        )
+    return made[-back].path
 
 
 def unquoted(typed: str) -> str:
@@ -344,17 +356,10 @@ def _cancel(shell: Host, args: str) -> None:
 def _show(shell: Host, args: str) -> None:
     from invoke_shell.shell.terminal_view import can_draw, render
 
-    made = _made(shell)
     arg = unquoted(args) or "-1"
-    if arg.startswith("-") and arg[1:].isdigit():
-        back = int(arg[1:])
-        if not 1 <= back <= len(made):
-            raise UsageError(
-                f"!show {arg}: this session has made {len(made)} image(s)", "give a file, or -1 for the last"
-            )
-        path = made[-back].path
-    else:
-        path = existing_file(arg, "give a PNG (an image, a contact_sheet.png, a schedule plot) or -N")
+    path = recent_image(shell, "!show", arg) or existing_file(
+        arg, "give a PNG (an image, a contact_sheet.png, a schedule plot) or -N"
+    )
     if not can_draw():
         shell.print(f">> not drawing {path}: the output is not a terminal that shows pictures")
         return
@@ -387,7 +392,7 @@ COMMANDS: dict[str, Command] = {
         Command("N", "!N", "put command N (see !history) back at the prompt to edit", lambda s, a: None),
         Command(
             "fetch",
-            "!fetch [--template] PNG|DIR|GLOB",
+            "!fetch [--template] PNG|-N|DIR|GLOB",
             "read the command stored in a PNG (ours, InvokeAI, A1111); --template: the whole template line",
             _fetch,
         ),
