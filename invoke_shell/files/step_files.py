@@ -39,6 +39,8 @@ from invoke_shell.files import intermediates
 from invoke_shell.files.outputs import WriteError, intermediates_dir, write_error
 
 if TYPE_CHECKING:
+    import torch
+
     from invoke_shell.engines.generate import StepState
     from invoke_shell.engines.previews import Previewer
 
@@ -234,9 +236,7 @@ class StepFiles:
         if self._error is not None:
             return
         if pictures is None and self._draws_here:  # a session's first such line: the writer is starting
-            x0 = [] if state.denoised is None else [state.denoised]
-            xt, *drawn = self._previewer.pictures(state.latents * state.preview_scale, *x0)
-            pictures = xt, drawn[0] if drawn else None
+            pictures = draw(self._previewer, state.latents, state.denoised, state.preview_scale)
         tensors = {"latents": state.latents.detach().float().cpu().numpy()}
         if state.denoised is not None:
             tensors["denoised"] = state.denoised.detach().float().cpu().numpy()
@@ -417,11 +417,17 @@ def _render(f: _Folder, s: intermediates.StepInfo, tensors: dict[str, np.ndarray
     """A step's x_t and x0 through the model's fast previewer, on one thread of this process."""
     import torch
 
-    latents = torch.from_numpy(tensors["latents"]) * s.preview_scale
-    x0 = [torch.from_numpy(tensors["denoised"])] if "denoised" in tensors else []
+    denoised = tensors.get("denoised")
     assert f.previewer is not None  # a folder opened without one gets every step's pictures
-    xt, *rest = f.previewer.pictures(latents, *x0)
-    return xt, rest[0] if rest else None
+    x0 = None if denoised is None else torch.from_numpy(denoised)
+    return draw(f.previewer, torch.from_numpy(tensors["latents"]), x0, s.preview_scale)
+
+
+def draw(previewer: Previewer, latents: torch.Tensor, denoised: torch.Tensor | None, scale: float) -> Pictures:
+    """A step's x_t and x0 through the model's fast previewer: in the writer, or in the shell
+    while the writer is starting; the same pixels either way."""
+    xt, *x0 = previewer.pictures(latents * scale, *([] if denoised is None else [denoised]))
+    return xt, x0[0] if x0 else None
 
 
 def write_step(
